@@ -1,0 +1,7 @@
+//! gRPC contracts of the stack, generated from `proto/` at build time.
+
+pub mod stt {
+    pub mod v1 {
+        tonic::include_proto!("voice.stt.v1");
+    }
+}

@@ -1,0 +1,20 @@
+//! What every voice-ai service shares, so that no service repeats it: the command line and config
+//! ([`cli`]), device choice with CPU fallback ([`device`]), logs ([`telemetry`]), metrics
+//! ([`metrics`]), OpenAI-shaped errors ([`error`]), admission control ([`queue`]), the HTTP + gRPC
+//! server with health, readiness and graceful shutdown ([`server`]), and audio decoding ([`audio`]).
+
+pub mod audio;
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod metrics;
+pub mod queue;
+pub mod server;
+pub mod telemetry;
+
+pub use cli::{ServiceArgs, ServiceSpec};
+pub use device::{ChosenDevice, DeviceSpec, DeviceState, ModelSlot};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use queue::WorkQueue;
+pub use server::{serve, Listeners, ServiceContext};

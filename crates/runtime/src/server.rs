@@ -1,0 +1,396 @@
+//! The one server bootstrap: HTTP (axum) on `--port` and gRPC (tonic) on `--grpc-port`, with
+//! `/healthz`, `/readyz`, `/metrics`, request metrics, body-size and time limits, and graceful
+//! shutdown on SIGTERM/SIGINT that stops accepting, drains in-flight requests, then exits.
+//!
+//! Two ports rather than one multiplexed port: each protocol keeps its own limits and timeouts,
+//! and Kubernetes probes, NetworkPolicies and ServiceMonitors can name the HTTP port alone.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use futures::future::BoxFuture;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::{ServiceArgs, ServiceSpec},
+    device::{DeviceSpec, DeviceState},
+    error::ApiError,
+    metrics::Metrics,
+    queue::WorkQueue,
+    telemetry,
+};
+
+/// Lifecycle of a service as `/readyz` reports it.
+#[derive(Debug)]
+pub struct Readiness {
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+    model: Mutex<Option<String>>,
+    failure: Mutex<Option<String>>,
+}
+
+impl Readiness {
+    fn new() -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            model: Mutex::new(None),
+            failure: Mutex::new(None),
+        }
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Everything a service's handlers share, built once by [`ServiceContext::init`].
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub spec: ServiceSpec,
+    pub args: ServiceArgs,
+    pub metrics: Metrics,
+    pub device_state: Arc<DeviceState>,
+    pub readiness: Arc<Readiness>,
+    pub queue: WorkQueue,
+    pub shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    /// Set up logging and metrics for a service. Call once, first thing in `main`.
+    pub fn init(spec: ServiceSpec, args: ServiceArgs) -> Result<Self> {
+        telemetry::init(args.log_format, &args.log_level)?;
+        Self::new(spec, args)
+    }
+
+    /// Like [`init`](Self::init) without installing the global logger (tests, several in one process).
+    pub fn new(spec: ServiceSpec, args: ServiceArgs) -> Result<Self> {
+        let metrics = Metrics::new(spec.name).context("registering metrics")?;
+        let device_state = DeviceState::new(args.device, metrics.clone());
+        let queue = WorkQueue::new(args.max_concurrency, args.max_queue, metrics.clone());
+        Ok(Self {
+            spec,
+            args,
+            metrics,
+            device_state,
+            readiness: Arc::new(Readiness::new()),
+            queue,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn requested_device(&self) -> DeviceSpec {
+        self.args.device
+    }
+
+    /// The model is loaded: `/readyz` turns green.
+    pub fn set_ready(&self, model: &str) {
+        *self.readiness.model.lock().unwrap() = Some(model.to_string());
+        self.readiness.ready.store(true, Ordering::SeqCst);
+        self.metrics.ready.set(1);
+        tracing::info!(model, device = %self.device_state.status().device, "ready");
+    }
+
+    /// Loading failed for good: `/readyz` says why.
+    pub fn set_failed(&self, why: String) {
+        *self.readiness.failure.lock().unwrap() = Some(why);
+    }
+
+    /// Refuse work unless the model is loaded and we are not shutting down.
+    pub fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.readiness.is_shutting_down() {
+            return Err(ApiError::unavailable("the service is shutting down", Duration::from_secs(5)));
+        }
+        if !self.readiness.ready.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("the model is still loading", Duration::from_secs(5)));
+        }
+        Ok(())
+    }
+
+    fn readyz_body(&self) -> (StatusCode, serde_json::Value) {
+        let r = &self.readiness;
+        let dev = self.device_state.status();
+        let model = r.model.lock().unwrap().clone();
+        let (status, code) = if r.is_shutting_down() {
+            ("shutting_down", StatusCode::SERVICE_UNAVAILABLE)
+        } else if let Some(f) = r.failure.lock().unwrap().clone() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "failed", "error": f, "device": dev}),
+            );
+        } else if r.ready.load(Ordering::SeqCst) {
+            ("ready", StatusCode::OK)
+        } else {
+            ("loading", StatusCode::SERVICE_UNAVAILABLE)
+        };
+        (
+            code,
+            json!({
+                "status": status,
+                "service": self.spec.binary,
+                "model": model,
+                "device": dev.device,
+                "requested_device": dev.requested,
+                "primary_device": dev.primary_device,
+                "degraded": dev.degraded,
+                "degraded_reason": dev.degraded_reason,
+                "queue_depth": self.queue.depth(),
+            }),
+        )
+    }
+}
+
+/// Bound listeners, so tests can start on port 0 and learn the real ports.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(args: &ServiceArgs, with_grpc: bool) -> Result<Self> {
+        let http_addr = format!("{}:{}", args.host, args.port);
+        let http = TcpListener::bind(&http_addr).await.with_context(|| format!("binding HTTP on {http_addr}"))?;
+        let grpc = if with_grpc {
+            let grpc_addr = format!("{}:{}", args.host, args.grpc_port);
+            Some(TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding gRPC on {grpc_addr}"))?)
+        } else {
+            None
+        };
+        Ok(Self { http, grpc })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound socket has an address")
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|l| l.local_addr().expect("bound socket has an address"))
+    }
+}
+
+/// Serve until SIGTERM/SIGINT (or `ctx.shutdown` is cancelled), then drain and return.
+///
+/// `api` holds the service's own routes; the runtime adds health, readiness, metrics, request
+/// accounting, the body limit and the request timeout around them.
+pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc: Option<tonic::service::Routes>) -> Result<()> {
+    let http_addr = listeners.http_addr();
+    let grpc_addr = listeners.grpc_addr();
+    let app = build_router(&ctx, api);
+
+    spawn_signal_handler(ctx.clone());
+
+    let token = ctx.shutdown.clone();
+    let http_server = axum::serve(listeners.http, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { token.cancelled().await });
+    tracing::info!(http = %http_addr, grpc = ?grpc_addr, service = ctx.spec.binary, "listening");
+
+    let grpc_task = match (grpc, listeners.grpc) {
+        (Some(routes), Some(listener)) => {
+            let token = ctx.shutdown.clone();
+            let metrics = ctx.metrics.clone();
+            let timeout = ctx.args.request_timeout;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            Some(tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .timeout(timeout)
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .layer(tower::layer::layer_fn(move |inner| GrpcMetrics { inner, metrics: metrics.clone() }))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, async move { token.cancelled().await })
+                    .await
+            }))
+        }
+        _ => None,
+    };
+
+    let http_task = tokio::spawn(async move { http_server.await });
+
+    // Wait for shutdown to begin, then give in-flight work the grace period.
+    ctx.shutdown.cancelled().await;
+    let grace = ctx.args.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        let _ = http_task.await;
+        if let Some(t) = grpc_task {
+            let _ = t.await;
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained in-flight requests; bye"),
+        Err(_) => tracing::warn!(grace_secs = grace.as_secs_f64(), "grace period over with requests still running; exiting"),
+    }
+    Ok(())
+}
+
+fn spawn_signal_handler(ctx: ServiceContext) {
+    tokio::spawn(async move {
+        let reason = wait_for_signal().await;
+        tracing::info!(signal = reason, "shutting down: refusing new work, draining in-flight requests");
+        ctx.readiness.shutting_down.store(true, Ordering::SeqCst);
+        ctx.metrics.ready.set(0);
+        ctx.shutdown.cancel();
+    });
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+fn build_router(ctx: &ServiceContext, api: Router) -> Router {
+    let limit = ctx.args.max_body_bytes as usize;
+    let api = api
+        .layer(DefaultBodyLimit::max(limit.max(1)))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), limits_and_metrics));
+    let ops = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(ctx.clone());
+    api.merge(ops).fallback(|| async {
+        ApiError::not_found("no such route; see README.md for the API").into_response()
+    })
+}
+
+async fn readyz(State(ctx): State<ServiceContext>) -> Response {
+    let (code, body) = ctx.readyz_body();
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_text(State(ctx): State<ServiceContext>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render()).into_response()
+}
+
+/// Per API request: refuse bodies over the limit by Content-Length before reading them, bound
+/// the whole request in time, and count it.
+async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let m = &ctx.metrics;
+
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let response = if declared.is_some_and(|n| n > ctx.args.max_body_bytes) {
+        m.rejected.with_label_values(&["body_too_large"]).inc();
+        ApiError::too_large(format!(
+            "request body of {} bytes exceeds the limit of {} bytes (--max-body-bytes)",
+            declared.unwrap_or(0),
+            ctx.args.max_body_bytes
+        ))
+        .into_response()
+    } else {
+        m.in_flight.inc();
+        let r = match tokio::time::timeout(ctx.args.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                m.rejected.with_label_values(&["timeout"]).inc();
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "server_error",
+                    format!("the request did not complete within {:?} (--request-timeout)", ctx.args.request_timeout),
+                )
+                .with_code("timeout")
+                .into_response()
+            }
+        };
+        m.in_flight.dec();
+        r
+    };
+    m.http_requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    m.http_duration.with_label_values(&[&route]).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Counts gRPC calls by method and status, and their latency to the response head.
+#[derive(Clone)]
+struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_string();
+        let metrics = self.metrics.clone();
+        let start = Instant::now();
+        metrics.in_flight.inc();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            metrics.in_flight.dec();
+            let code = match &res {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "0".into()),
+                Err(_) => "transport".into(),
+            };
+            metrics.grpc_requests.with_label_values(&[&method, &code]).inc();
+            metrics.grpc_duration.with_label_values(&[&method]).observe(start.elapsed().as_secs_f64());
+            res
+        })
+    }
+}
