@@ -11,6 +11,7 @@
 
 pub mod ct2;
 pub mod decode;
+pub mod eval;
 pub mod loader;
 pub mod mel;
 pub mod model;
@@ -41,9 +42,9 @@ impl WhisperModel {
     /// Load from a directory. On CUDA the weights are float16, on the CPU float32.
     pub fn load(name: &str, dir: &Path, device: &Device) -> Result<Self> {
         let dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
-        let tokenizer = tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
-            .with_context(|| format!("model `{name}`"))?;
         let loaded = loader::load(dir, dtype, device).with_context(|| format!("loading model `{name}` from {}", dir.display()))?;
+        let tokenizer = tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json"), loaded.config.vocab_size)
+            .with_context(|| format!("model `{name}`"))?;
         let model = model::Whisper::load(&loaded.config, loaded.vb).with_context(|| format!("building model `{name}`"))?;
         let cfg = &model.config;
         let mut begin_suppress = cfg.begin_suppress_tokens.clone();

@@ -31,15 +31,19 @@ pub struct WhisperTokenizer {
     pub no_speech: Option<u32>,
     /// (code, token id) for the languages this vocabulary has.
     pub languages: Vec<(&'static str, u32)>,
+    /// English-only models (`.en`) keep the language and task tokens in their vocabulary but were
+    /// trained without them; like openai-whisper, tell them apart by vocabulary size.
+    pub multilingual: bool,
 }
 
 impl WhisperTokenizer {
-    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+    /// `model_vocab`: the model's output vocabulary (51865 and up for multilingual models).
+    pub fn from_file(path: &std::path::Path, model_vocab: usize) -> Result<Self> {
         let inner = Tokenizer::from_file(path).map_err(|e| anyhow!("loading {}: {e}", path.display()))?;
-        Self::new(inner)
+        Self::new(inner, model_vocab)
     }
 
-    pub fn new(inner: Tokenizer) -> Result<Self> {
+    pub fn new(inner: Tokenizer, model_vocab: usize) -> Result<Self> {
         let id = |t: &str| inner.token_to_id(t);
         let need = |t: &str| id(t).ok_or_else(|| anyhow!("tokenizer.json has no `{t}` token: not a Whisper tokenizer?"));
         let no_timestamps = need("<|notimestamps|>")?;
@@ -58,12 +62,13 @@ impl WhisperTokenizer {
             timestamp_begin: no_timestamps + 1,
             no_speech: id("<|nospeech|>").or_else(|| id("<|nocaptions|>")),
             languages,
+            multilingual: model_vocab >= 51865,
             inner,
         })
     }
 
     pub fn is_multilingual(&self) -> bool {
-        self.languages.len() > 1 && self.transcribe.is_some()
+        self.multilingual
     }
 
     pub fn language_token(&self, code: &str) -> Option<u32> {
