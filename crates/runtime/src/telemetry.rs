@@ -8,11 +8,14 @@ use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat, level: &str) -> Result<()> {
     // RUST_LOG, when set, wins over --log-level so a developer can turn on a module quickly.
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
-        _ => EnvFilter::try_new(level),
-    }
-    .map_err(|e| anyhow!("invalid log filter `{level}`: {e}"))?;
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => v,
+        _ => level.to_string(),
+    };
+    // symphonia logs every unrecognised upload at ERROR; that is the client's mistake, answered
+    // with a 400, not a server error.
+    let filter = EnvFilter::try_new(format!("{spec},symphonia_core=off,symphonia_bundle_mp3=off,symphonia_format_riff=off,symphonia_format_ogg=off,symphonia_bundle_flac=off"))
+        .map_err(|e| anyhow!("invalid log filter `{spec}`: {e}"))?;
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
     let result = match format {
         LogFormat::Json => builder
