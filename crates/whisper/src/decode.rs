@@ -190,13 +190,6 @@ pub fn decode_window(
             masked = (masked + &masks.timestamps)?;
         }
         let (token, logprob) = pick(&masked, ts_begin as usize, opts.timestamps, temperature, &mut rng)?;
-        if std::env::var_os("VOICE_WHISPER_DEBUG").is_some() && step < 3 {
-            let v = masked.squeeze(0)?.to_vec1::<f32>()?;
-            let mut idx: Vec<usize> = (0..v.len()).collect();
-            idx.sort_by(|a, b| v[*b].total_cmp(&v[*a]));
-            let raw = logits.squeeze(0)?.to_vec1::<f32>()?;
-            eprintln!("step {step} pick {token} lp {logprob:.3} top {:?} raw eot {} raw top {:?}", idx[..5].iter().map(|&i| (i, v[i])).collect::<Vec<_>>(), raw[tok.eot as usize], { let mut r: Vec<usize> = (0..raw.len()).collect(); r.sort_by(|a, b| raw[*b].total_cmp(&raw[*a])); r[..5].iter().map(|&i| (i, raw[i])).collect::<Vec<_>>() });
-        }
         sum_logprob += logprob;
         if token == tok.eot {
             break;

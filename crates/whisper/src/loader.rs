@@ -90,6 +90,12 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded<'static>
 }
 
 fn load_ct2(dir: &Path, files: &[PathBuf], dtype: DType, device: &Device) -> Result<Loaded<'static>> {
+    let (config, tensors) = ct2_tensors(dir, files, dtype)?;
+    Ok(Loaded { config, vb: VarBuilder::from_tensors(tensors, dtype, device) })
+}
+
+/// The CTranslate2 model as Hugging Face-named CPU tensors, and its config.
+pub fn ct2_tensors(dir: &Path, files: &[PathBuf], dtype: DType) -> Result<(WhisperConfig, HashMap<String, Tensor>)> {
     // One buffer for the whole file (parts concatenated in order).
     let bytes: Vec<u8> = if files.len() == 1 {
         fs::read(&files[0]).with_context(|| format!("reading {}", files[0].display()))?
@@ -204,6 +210,5 @@ fn load_ct2(dir: &Path, files: &[PathBuf], dtype: DType, device: &Device) -> Res
         linear(&mut t, &format!("{dst}.fc2"), &format!("{s}/ffn/linear_1"))?;
         ln(&mut t, &format!("{dst}.final_layer_norm"), &format!("{s}/ffn/layer_norm"))?;
     }
-    let vb = VarBuilder::from_tensors(t, dtype, device);
-    Ok(Loaded { config, vb })
+    Ok((config, t))
 }

@@ -10,10 +10,10 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Hugging Face `config.json` fields we use (the CTranslate2 reader fills the same struct).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct WhisperConfig {
     pub num_mel_bins: usize,
     pub max_source_positions: usize,

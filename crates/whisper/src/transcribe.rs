@@ -132,9 +132,15 @@ impl WhisperModel {
             };
             let prompt = &all_tokens[prompt_reset_since..];
             let result = self.decode_with_fallback(&features, prompt, &sot_sequence, opts, cancel)?;
-            if std::env::var_os("VOICE_WHISPER_DEBUG").is_some() {
-                eprintln!("window seek={seek} t={} lp={:.3} ns={:.3} cr={:.2} tokens={:?} text={:?}", result.temperature, result.avg_logprob, result.no_speech_prob, result.compression_ratio, result.tokens, result.text);
-            }
+            tracing::debug!(
+                seek,
+                temperature = result.temperature,
+                avg_logprob = result.avg_logprob,
+                no_speech_prob = result.no_speech_prob,
+                compression_ratio = result.compression_ratio,
+                text = %result.text,
+                "decoded window"
+            );
 
             if let Some(ns) = opts.no_speech_threshold {
                 let mut skip = result.no_speech_prob > ns;

@@ -1,0 +1,120 @@
+//! The gRPC contract `voice.stt.v1.SpeechToText` through a real tonic client: unary Transcribe,
+//! streaming recognition with partial and final transcripts, and contract errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_stream::StreamExt;
+use voice_proto::stt::v1::{
+    self as pb, speech_to_text_client::SpeechToTextClient, streaming_recognize_request::Request as Req,
+};
+
+const ARGS: &[&str] = &["--model", "whisper-tiny.en", "--max-concurrency", "2"];
+
+async fn client() -> SpeechToTextClient<tonic::transport::Channel> {
+    SpeechToTextClient::connect(shared(ARGS).grpc.clone()).await.unwrap()
+}
+
+#[tokio::test]
+async fn unary_transcribe_with_segments() {
+    let mut c = client().await;
+    let r = c
+        .transcribe(pb::TranscribeRequest { audio: jfk_bytes(), timestamps: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_jfk(&r.text);
+    assert_eq!(r.model, "whisper-tiny.en");
+    assert_eq!(r.language, "en");
+    assert!((r.duration - 11.0).abs() < 0.1);
+    assert!(!r.segments.is_empty() && r.segments.iter().all(|s| s.end > s.start));
+
+    let models = c.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner();
+    assert_eq!(models.models[0].id, "whisper-tiny.en");
+    assert_eq!(models.models[0].device, "cpu");
+}
+
+#[tokio::test]
+async fn unary_errors_are_statuses() {
+    let mut c = client().await;
+    let e = c.transcribe(pb::TranscribeRequest { audio: vec![1, 2, 3], ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let e = c
+        .transcribe(pb::TranscribeRequest { audio: jfk_bytes(), model: "nope".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+}
+
+/// Stream JFK as 100 ms chunks of 48 kHz s16 PCM at twice real time, with interim results; end the
+/// utterance, then stream a second utterance (the first half of JFK) and close the stream.
+#[tokio::test]
+async fn streaming_partials_then_finals() {
+    let mut c = client().await;
+    let pcm16k = jfk_pcm();
+    let pcm48k = voice_runtime::audio::resample(&pcm16k, 16_000, 48_000).unwrap();
+    let to_s16 = |s: &[f32]| s.iter().flat_map(|x| ((x.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect::<Vec<u8>>();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let first_half = pcm48k[..pcm48k.len() / 2].to_vec();
+    tokio::spawn(async move {
+        let cfg = pb::StreamingConfig {
+            sample_rate: 48_000,
+            encoding: pb::AudioEncoding::PcmS16le as i32,
+            interim_results: true,
+            partial_interval_ms: 1000,
+            ..Default::default()
+        };
+        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Config(cfg)) }).await.unwrap();
+        for chunk in pcm48k.chunks(4800) {
+            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance {})) }).await.unwrap();
+        for chunk in first_half.chunks(4800) {
+            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) })
+                .await
+                .unwrap();
+        }
+        // Dropping the sender ends the stream: the server finalises the second utterance.
+    });
+    let mut responses = c.streaming_recognize(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut partials = Vec::new();
+    let mut finals = Vec::new();
+    while let Some(r) = responses.next().await {
+        let r = r.unwrap();
+        if r.is_final {
+            finals.push(r);
+        } else {
+            partials.push(r);
+        }
+    }
+    assert_eq!(finals.len(), 2, "finals: {finals:?}");
+    assert_eq!(finals[0].utterance, 0);
+    assert_jfk(&finals[0].text);
+    assert!((finals[0].audio_seconds - 11.0).abs() < 0.1);
+    assert_eq!(finals[1].utterance, 1);
+    let t = voice_whisper::eval::normalize(&finals[1].text);
+    assert!(t.starts_with("and so my fellow americans"), "second utterance: {t}");
+    // Partials arrive while audio streams, cover growing audio, and make sense.
+    assert!(!partials.is_empty(), "no partial transcripts");
+    assert!(partials.iter().all(|p| p.utterance == 0 || p.utterance == 1));
+    let last0 = partials.iter().filter(|p| p.utterance == 0).last().expect("partials for utterance 0");
+    assert!(voice_whisper::eval::normalize(&last0.text).starts_with("and so"), "partial: {}", last0.text);
+}
+
+#[tokio::test]
+async fn streaming_contract_errors() {
+    let mut c = client().await;
+    // Audio before config.
+    let first = pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: vec![0; 320] })) };
+    let e = c.streaming_recognize(tokio_stream::iter(vec![first])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // Unsupported sample rate.
+    let cfg = pb::StreamingRecognizeRequest { request: Some(Req::Config(pb::StreamingConfig { sample_rate: 3, ..Default::default() })) };
+    let e = c.streaming_recognize(tokio_stream::iter(vec![cfg])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+}
