@@ -85,8 +85,20 @@ fn main() -> Result<()> {
         for run in 0..args.runs.max(1) {
             let t = Instant::now();
             let mut texts = Vec::new();
-            for pcm in &audio {
-                texts.push(model.transcribe(pcm, &opts, &|| false)?.text);
+            for (u, pcm) in set.iter().zip(&audio) {
+                let t1 = Instant::now();
+                let tr = model.transcribe(pcm, &opts, &|| false)?;
+                if args.verbose && run == 0 {
+                    let temps: Vec<f32> = tr.segments.iter().map(|s| s.temperature).collect();
+                    println!(
+                        "  [{id}] {}: {:.2} s audio in {:.3} s, {} segments, temperatures {temps:?}",
+                        u.name,
+                        pcm.len() as f64 / 16_000.0,
+                        t1.elapsed().as_secs_f64(),
+                        tr.segments.len()
+                    );
+                }
+                texts.push(tr.text);
             }
             rtfs.push(t.elapsed().as_secs_f64() / audio_seconds);
             if run == 0 {

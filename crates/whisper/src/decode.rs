@@ -33,6 +33,9 @@ pub struct Masks {
     /// Token ids as f32, to build range masks on the device.
     pub ids: Tensor,
     pub vocab: usize,
+    /// Host copies for the CPU path.
+    pub always_host: Vec<f32>,
+    pub blank_ids: Vec<u32>,
 }
 
 fn mask_from(vocab: usize, device: &Device, f: impl Fn(u32) -> bool) -> Result<Tensor> {
@@ -50,8 +53,13 @@ impl Masks {
         never.extend(tok.languages.iter().map(|(_, id)| *id));
         let ts = tok.timestamp_begin;
         let eot = tok.eot;
+        let always = mask_from(vocab, device, |i| never.contains(&i))?;
+        let mut blank_ids = begin_suppress.to_vec();
+        blank_ids.push(eot);
         Ok(Self {
-            always: mask_from(vocab, device, |i| never.contains(&i))?,
+            always_host: always.flatten_all()?.to_vec1::<f32>()?,
+            blank_ids,
+            always,
             blank: mask_from(vocab, device, |i| begin_suppress.contains(&i) || i == eot)?,
             text: mask_from(vocab, device, |i| i < eot)?,
             timestamps: mask_from(vocab, device, |i| i >= ts)?,
@@ -166,30 +174,14 @@ pub fn decode_window(
         if vocab != masks.vocab {
             bail!("model vocabulary {vocab} does not match the masks ({})", masks.vocab);
         }
-        let mut masked = logits.broadcast_add(&masks.always)?;
-        if step == 0 && opts.suppress_blank {
-            masked = (masked + &masks.blank)?;
-        }
-        if opts.timestamps {
-            if step == 0 {
-                masked = (masked + &masks.first_timestamp)?;
-            }
-            let n = sampled.len();
-            let last_ts = n >= 1 && sampled[n - 1] >= ts_begin;
-            let penultimate_ts = n < 2 || sampled[n - 2] >= ts_begin;
-            if last_ts {
-                masked = if penultimate_ts { (masked + &masks.timestamps)? } else { (masked + &masks.text)? };
-            }
-            if let Some(&last) = sampled.iter().rev().find(|&&t| t >= ts_begin) {
-                let hi = if last_ts && !penultimate_ts { last } else { last + 1 };
-                if hi > ts_begin {
-                    masked = (masked + masks.range(ts_begin, hi)?)?;
-                }
-            }
+        let rules = StepRules::new(step, &sampled, ts_begin, opts);
+        let (token, logprob) = if logits.device().is_cpu() {
+            // The logits are in host memory already: apply the rules and pick in one pass.
+            let mut v = logits.flatten_all()?.to_vec1::<f32>()?;
+            pick_host(&mut v, &rules, masks, tok, temperature, &mut rng)
         } else {
-            masked = (masked + &masks.timestamps)?;
-        }
-        let (token, logprob) = pick(&masked, ts_begin as usize, opts.timestamps, temperature, &mut rng)?;
+            pick(&rules.apply(&logits, masks, ts_begin)?, ts_begin as usize, opts.timestamps, temperature, &mut rng)?
+        };
         sum_logprob += logprob;
         if token == tok.eot {
             break;
@@ -211,6 +203,146 @@ pub fn decode_window(
         no_speech_prob,
         temperature,
     })
+}
+
+/// Which of Whisper's logit rules apply at this step (decided from the tokens sampled so far).
+#[derive(Debug, Clone, Copy)]
+struct StepRules {
+    blank: bool,
+    first_timestamp: bool,
+    /// No timestamp may come next (decoding without timestamps, or a segment just closed).
+    suppress_timestamps: bool,
+    /// Only a timestamp may come next (a segment's text ended with a single timestamp).
+    suppress_text: bool,
+    /// Timestamps below this token are forbidden (they must not decrease).
+    timestamp_floor: Option<u32>,
+    /// Whether the "timestamp mass beats any text token" rule applies.
+    mass_rule: bool,
+}
+
+impl StepRules {
+    fn new(step: usize, sampled: &[u32], ts_begin: u32, opts: &DecodeOptions) -> Self {
+        let mut r = StepRules {
+            blank: step == 0 && opts.suppress_blank,
+            first_timestamp: opts.timestamps && step == 0,
+            suppress_timestamps: !opts.timestamps,
+            suppress_text: false,
+            timestamp_floor: None,
+            mass_rule: opts.timestamps,
+        };
+        if opts.timestamps {
+            let n = sampled.len();
+            let last_ts = n >= 1 && sampled[n - 1] >= ts_begin;
+            let penultimate_ts = n < 2 || sampled[n - 2] >= ts_begin;
+            if last_ts {
+                if penultimate_ts {
+                    r.suppress_timestamps = true;
+                } else {
+                    r.suppress_text = true;
+                }
+            }
+            if let Some(&last) = sampled.iter().rev().find(|&&t| t >= ts_begin) {
+                let hi = if last_ts && !penultimate_ts { last } else { last + 1 };
+                if hi > ts_begin {
+                    r.timestamp_floor = Some(hi);
+                }
+            }
+        }
+        r
+    }
+
+    /// The masked logits on the device.
+    fn apply(&self, logits: &Tensor, masks: &Masks, ts_begin: u32) -> Result<Tensor> {
+        let mut m = logits.broadcast_add(&masks.always)?;
+        if self.blank {
+            m = (m + &masks.blank)?;
+        }
+        if self.first_timestamp {
+            m = (m + &masks.first_timestamp)?;
+        }
+        if self.suppress_timestamps {
+            m = (m + &masks.timestamps)?;
+        }
+        if self.suppress_text {
+            m = (m + &masks.text)?;
+        }
+        if let Some(hi) = self.timestamp_floor {
+            m = (m + masks.range(ts_begin, hi)?)?;
+        }
+        Ok(m)
+    }
+}
+
+/// The host-side pick for logits already in host memory (CPU device): the same rules and the
+/// same choice as [`pick`], without a tensor op per rule.
+fn pick_host(v: &mut [f32], r: &StepRules, masks: &Masks, tok: &WhisperTokenizer, temperature: f32, rng: &mut impl Rng) -> (u32, f64) {
+    let ts = tok.timestamp_begin as usize;
+    let vocab = v.len();
+    let ninf = f32::NEG_INFINITY;
+    for (x, m) in v.iter_mut().zip(masks.always_host.iter()) {
+        *x += m;
+    }
+    if r.blank {
+        for &i in &masks.blank_ids {
+            if (i as usize) < vocab {
+                v[i as usize] = ninf;
+            }
+        }
+    }
+    if r.first_timestamp {
+        v[..ts.min(vocab)].fill(ninf);
+        let last_allowed = (ts + MAX_INITIAL_TIMESTAMP_INDEX as usize + 1).min(vocab);
+        v[last_allowed..].fill(ninf);
+    }
+    if r.suppress_timestamps {
+        v[ts.min(vocab)..].fill(ninf);
+    }
+    if r.suppress_text {
+        v[..(tok.eot as usize).min(vocab)].fill(ninf);
+    }
+    if let Some(hi) = r.timestamp_floor {
+        v[ts.min(vocab)..(hi as usize).min(vocab)].fill(ninf);
+    }
+    // log-softmax pieces.
+    let max = v.iter().fold(ninf, |a, &b| if b > a { b } else { a });
+    let lse = max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+    let argmax = |range: std::ops::Range<usize>, noise: Option<&[f32]>| -> usize {
+        let mut best = range.start;
+        let mut best_v = ninf;
+        for i in range {
+            let s = match noise {
+                Some(g) => v[i] / temperature + g[i],
+                None => v[i],
+            };
+            if s > best_v {
+                best_v = s;
+                best = i;
+            }
+        }
+        best
+    };
+    let noise: Option<Vec<f32>> = (temperature > 0.0).then(|| {
+        (0..vocab)
+            .map(|_| {
+                let u: f32 = rng.random_range(f32::EPSILON..1.0);
+                -(-u.ln()).ln()
+            })
+            .collect()
+    });
+    let best = argmax(0..vocab, noise.as_deref());
+    if r.mass_rule && ts < vocab {
+        let ts_max = v[ts..].iter().fold(ninf, |a, &b| if b > a { b } else { a });
+        let text_max = v[..ts].iter().fold(ninf, |a, &b| if b > a { b } else { a });
+        if ts_max.is_finite() {
+            let ts_mass = ts_max + v[ts..].iter().map(|&x| (x - ts_max).exp()).sum::<f32>().ln();
+            // In log-probabilities: (ts_mass - lse) > (text_max - lse).
+            if ts_mass > text_max {
+                let t = argmax(ts..vocab, noise.as_deref());
+                return (t as u32, (v[t] - ts_mass) as f64);
+            }
+        }
+    }
+    (best as u32, (v[best] - lse) as f64)
 }
 
 /// Choose the next token from masked logits (1, V) in one device-to-host copy.

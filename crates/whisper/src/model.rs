@@ -3,13 +3,15 @@
 //!   (candle-transformers' Whisper recomputes the whole prefix every step);
 //! - self-attention q/k/v are one fused matmul (as CTranslate2 stores them);
 //! - cross-attention keys/values are computed once per 30 s window;
-//! - GELU is the exact erf form PyTorch's Whisper uses.
+//! - GELU is the exact erf form PyTorch's Whisper uses;
+//! - on the CPU, matmuls, attention, convolutions and GELU go through `voice-kernels` (BLAS
+//!   sgemm, attention read straight from the fused projections), elsewhere through candle.
 //!
 //! Weights load from Hugging Face names (`model.encoder.layers.0.self_attn.q_proj.weight`, ...)
 //! through a candle `VarBuilder`; the CTranslate2 reader renames into the same names.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Hugging Face `config.json` fields we use (the CTranslate2 reader fills the same struct).
@@ -44,73 +46,76 @@ impl WhisperConfig {
     }
 }
 
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+/// A dense layer computed through [`voice_kernels::linear`] (BLAS on the CPU).
+#[derive(Debug, Clone)]
+struct Lin {
+    w: Tensor,
+    b: Option<Tensor>,
+    /// An f16 copy of `w` for single-token steps on the CPU, which are bound by memory traffic.
+    w16: Option<Tensor>,
+}
+
+impl Lin {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
+        match &self.w16 {
+            Some(w16) if rows <= 4 => voice_kernels::linear(x, w16, self.b.as_ref()),
+            _ => voice_kernels::linear(x, &self.w, self.b.as_ref()),
+        }
+    }
+
+    /// Keep an f16 copy of the weights for decoding steps (CPU only; on a GPU the model is f16).
+    fn with_f16_steps(mut self) -> Result<Self> {
+        if self.w.device().is_cpu() && self.w.dtype() == DType::F32 {
+            self.w16 = Some(self.w.to_dtype(DType::F16)?);
+        }
+        Ok(self)
+    }
+}
+
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Lin> {
     let w = vb.get((out_dim, in_dim), "weight")?;
     let b = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
-    Ok(Linear::new(w, b))
+    Ok(Lin { w, b, w16: None })
 }
 
 fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
     Ok(LayerNorm::new(vb.get(d, "weight")?, vb.get(d, "bias")?, 1e-5))
 }
 
-/// (b, t, h*dh) -> (b, h, t, dh), contiguous.
-fn split_heads(x: &Tensor, n_head: usize) -> Result<Tensor> {
-    let (b, t, d) = x.dims3()?;
-    x.reshape((b, t, n_head, d / n_head))?.transpose(1, 2)?.contiguous()
-}
-
-/// (b, h, t, dh) -> (b, t, h*dh).
-fn merge_heads(x: &Tensor) -> Result<Tensor> {
-    let (b, h, t, dh) = x.dims4()?;
-    x.transpose(1, 2)?.reshape((b, t, h * dh))
-}
-
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let dh = q.dim(D::Minus1)?;
-    let q = (q * (dh as f64).powf(-0.5))?;
-    let mut w = q.matmul(&k.t()?)?;
-    if let Some(m) = mask {
-        w = w.broadcast_add(m)?;
-    }
-    let w = candle_nn::ops::softmax_last_dim(&w)?;
-    w.matmul(v)
-}
-
+/// Self-attention with q, k and v fused into one (3d x d) projection (Whisper's k has no bias).
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    qkv: Linear,
-    out: Linear,
+    qkv: Lin,
+    out: Lin,
     n_head: usize,
     d: usize,
 }
 
 impl SelfAttention {
     fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
-        // Fuse q, k, v into one (3d x d) matmul; k has no bias in Whisper.
         let q = linear(d, d, true, vb.pp("q_proj"))?;
         let k = linear(d, d, false, vb.pp("k_proj"))?;
         let v = linear(d, d, true, vb.pp("v_proj"))?;
-        let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-        let qb = q.bias().expect("q has a bias");
-        let b = Tensor::cat(&[qb, &qb.zeros_like()?, v.bias().expect("v has a bias")], 0)?;
-        Ok(Self { qkv: Linear::new(w, Some(b)), out: linear(d, d, true, vb.pp("out_proj"))?, n_head, d })
+        let w = Tensor::cat(&[&q.w, &k.w, &v.w], 0)?;
+        let qb = q.b.expect("q has a bias");
+        let b = Tensor::cat(&[&qb, &qb.zeros_like()?, &v.b.expect("v has a bias")], 0)?;
+        Ok(Self { qkv: Lin { w, b: Some(b), w16: None }, out: linear(d, d, true, vb.pp("out_proj"))?, n_head, d })
     }
 
+    /// (q, k, v) as column slices of one projection, each (b, t, d).
     fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let qkv = self.qkv.forward(x)?;
-        let q = split_heads(&qkv.narrow(D::Minus1, 0, self.d)?, self.n_head)?;
-        let k = split_heads(&qkv.narrow(D::Minus1, self.d, self.d)?, self.n_head)?;
-        let v = split_heads(&qkv.narrow(D::Minus1, 2 * self.d, self.d)?, self.n_head)?;
-        Ok((q, k, v))
+        Ok((qkv.narrow(D::Minus1, 0, self.d)?, qkv.narrow(D::Minus1, self.d, self.d)?, qkv.narrow(D::Minus1, 2 * self.d, self.d)?))
     }
 }
 
+/// Cross-attention; keys and values of the audio are one fused (2d x d) projection.
 #[derive(Debug, Clone)]
 struct CrossAttention {
-    q: Linear,
-    kv: Linear,
-    out: Linear,
+    q: Lin,
+    kv: Lin,
+    out: Lin,
     n_head: usize,
     d: usize,
 }
@@ -119,31 +124,23 @@ impl CrossAttention {
     fn load(d: usize, n_head: usize, vb: VarBuilder) -> Result<Self> {
         let k = linear(d, d, false, vb.pp("k_proj"))?;
         let v = linear(d, d, true, vb.pp("v_proj"))?;
-        let w = Tensor::cat(&[k.weight(), v.weight()], 0)?;
-        let vb_ = v.bias().expect("v has a bias");
-        let b = Tensor::cat(&[&vb_.zeros_like()?, vb_], 0)?;
-        Ok(Self {
-            q: linear(d, d, true, vb.pp("q_proj"))?,
-            kv: Linear::new(w, Some(b)),
-            out: linear(d, d, true, vb.pp("out_proj"))?,
-            n_head,
-            d,
-        })
+        let w = Tensor::cat(&[&k.w, &v.w], 0)?;
+        let vbias = v.b.expect("v has a bias");
+        let b = Tensor::cat(&[&vbias.zeros_like()?, &vbias], 0)?;
+        Ok(Self { q: linear(d, d, true, vb.pp("q_proj"))?, kv: Lin { w, b: Some(b), w16: None }, out: linear(d, d, true, vb.pp("out_proj"))?, n_head, d })
     }
 
-    /// Keys and values of the encoder output, once per window.
+    /// Keys and values of the encoder output (column slices of one tensor), once per window.
     fn kv(&self, xa: &Tensor) -> Result<(Tensor, Tensor)> {
         let kv = self.kv.forward(xa)?;
-        let k = split_heads(&kv.narrow(D::Minus1, 0, self.d)?, self.n_head)?;
-        let v = split_heads(&kv.narrow(D::Minus1, self.d, self.d)?, self.n_head)?;
-        Ok((k, v))
+        Ok((kv.narrow(D::Minus1, 0, self.d)?, kv.narrow(D::Minus1, self.d, self.d)?))
     }
 }
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Lin,
+    fc2: Lin,
 }
 
 impl Mlp {
@@ -151,7 +148,7 @@ impl Mlp {
         Ok(Self { fc1: linear(d, 4 * d, true, vb.pp("fc1"))?, fc2: linear(4 * d, d, true, vb.pp("fc2"))? })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&voice_kernels::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -164,9 +161,16 @@ struct EncoderLayer {
 }
 
 #[derive(Debug, Clone)]
+struct Conv {
+    w: Tensor,
+    b: Tensor,
+    stride: usize,
+}
+
+#[derive(Debug, Clone)]
 pub struct Encoder {
-    conv1: Conv1d,
-    conv2: Conv1d,
+    conv1: Conv,
+    conv2: Conv,
     positions: Tensor,
     layers: Vec<EncoderLayer>,
     ln_post: LayerNorm,
@@ -175,10 +179,8 @@ pub struct Encoder {
 impl Encoder {
     fn load(cfg: &WhisperConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
-        let conv = |stride, in_c, name: &str| -> Result<Conv1d> {
-            let w = vb.get((d, in_c, 3), &format!("{name}.weight"))?;
-            let b = vb.get(d, &format!("{name}.bias"))?;
-            Ok(Conv1d::new(w, Some(b), Conv1dConfig { padding: 1, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None }))
+        let conv = |stride, in_c, name: &str| -> Result<Conv> {
+            Ok(Conv { w: vb.get((d, in_c, 3), &format!("{name}.weight"))?, b: vb.get(d, &format!("{name}.bias"))?, stride })
         };
         let layers = (0..cfg.encoder_layers)
             .map(|i| {
@@ -202,14 +204,15 @@ impl Encoder {
 
     /// mel: (b, n_mels, 3000) -> (b, 1500, d).
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let c = |conv: &Conv, x: &Tensor| voice_kernels::conv1d(x, &conv.w, Some(&conv.b), conv.stride, 1);
+        let x = voice_kernels::gelu_erf(&c(&self.conv1, mel)?)?;
+        let x = voice_kernels::gelu_erf(&c(&self.conv2, &x)?)?;
         let x = x.transpose(1, 2)?;
         let t = x.dim(1)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, t)?)?;
         for l in &self.layers {
             let (q, k, v) = l.attn.qkv(&l.attn_ln.forward(&x)?)?;
-            let a = merge_heads(&attention(&q, &k, &v, None)?)?;
+            let a = voice_kernels::attention(&q, &k, &v, l.attn.n_head, None)?;
             x = (x + l.attn.out.forward(&a)?)?;
             x = (&x + l.mlp.forward(&l.mlp_ln.forward(&x)?)?)?;
         }
@@ -230,14 +233,18 @@ struct DecoderLayer {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     embed: Embedding,
+    /// The output projection (tied to the embedding). On the CPU kept in f16: decoding one token
+    /// reads this whole matrix, so half the bytes is nearly half the time; the registry models
+    /// are stored in f16, so nothing is lost there.
+    out_proj: Tensor,
     positions: Tensor,
     layers: Vec<DecoderLayer>,
     ln: LayerNorm,
-    embed_t: Tensor,
     pub n_ctx: usize,
 }
 
-/// Per-window decoder state: cross-attention K/V of the audio and the growing self-attention cache.
+/// Per-window decoder state: cross-attention K/V of the audio and the growing self-attention
+/// cache, both (b, t, d).
 pub struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     cache: Vec<Option<(Tensor, Tensor)>>,
@@ -251,24 +258,32 @@ impl Decoder {
         let layers = (0..cfg.decoder_layers)
             .map(|i| {
                 let vb = vb.pp(format!("layers.{i}"));
+                let mut attn = SelfAttention::load(d, cfg.decoder_attention_heads, vb.pp("self_attn"))?;
+                attn.qkv = attn.qkv.with_f16_steps()?;
+                attn.out = attn.out.with_f16_steps()?;
+                let mut cross = CrossAttention::load(d, cfg.decoder_attention_heads, vb.pp("encoder_attn"))?;
+                cross.q = cross.q.with_f16_steps()?;
+                cross.out = cross.out.with_f16_steps()?;
+                let mut mlp = Mlp::load(d, vb.clone())?;
+                mlp.fc1 = mlp.fc1.with_f16_steps()?;
+                mlp.fc2 = mlp.fc2.with_f16_steps()?;
                 Ok(DecoderLayer {
-                    attn: SelfAttention::load(d, cfg.decoder_attention_heads, vb.pp("self_attn"))?,
+                    attn,
                     attn_ln: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-                    cross: CrossAttention::load(d, cfg.decoder_attention_heads, vb.pp("encoder_attn"))?,
+                    cross,
                     cross_ln: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
-                    mlp: Mlp::load(d, vb.clone())?,
+                    mlp,
                     mlp_ln: layer_norm(d, vb.pp("final_layer_norm"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        // The output projection is tied to the embedding; keep a contiguous transpose for speed.
-        let embed_t = embed_w.t()?.contiguous()?;
+        let out_proj = if embed_w.device().is_cpu() { embed_w.to_dtype(DType::F16)? } else { embed_w.clone() };
         Ok(Self {
             embed: Embedding::new(embed_w, d),
+            out_proj,
             positions: vb.get((cfg.max_target_positions, d), "embed_positions.weight")?,
             layers,
             ln: layer_norm(d, vb.pp("layer_norm"))?,
-            embed_t,
             n_ctx: cfg.max_target_positions,
         })
     }
@@ -287,26 +302,18 @@ impl Decoder {
             candle_core::bail!("decoder context of {} tokens exceeded", self.n_ctx);
         }
         let mut x = self.embed.forward(tokens)?.broadcast_add(&self.positions.narrow(0, past, n)?)?;
-        let mask = if n > 1 {
-            let m: Vec<f32> = (0..n)
-                .flat_map(|i| (0..past + n).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-                .collect();
-            Some(Tensor::from_vec(m, (n, past + n), tokens.device())?.to_dtype(x.dtype())?)
-        } else {
-            None
-        };
         for (i, l) in self.layers.iter().enumerate() {
             let (q, k, v) = l.attn.qkv(&l.attn_ln.forward(&x)?)?;
             let (k, v) = match state.cache[i].take() {
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                None => (k, v),
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+                None => (k.contiguous()?, v.contiguous()?),
             };
-            let a = merge_heads(&attention(&q, &k, &v, mask.as_ref())?)?;
+            let a = voice_kernels::attention(&q, &k, &v, l.attn.n_head, Some(past))?;
             state.cache[i] = Some((k, v));
             x = (x + l.attn.out.forward(&a)?)?;
-            let q = split_heads(&l.cross.q.forward(&l.cross_ln.forward(&x)?)?, l.cross.n_head)?;
+            let q = l.cross.q.forward(&l.cross_ln.forward(&x)?)?;
             let (ck, cv) = &state.cross[i];
-            let a = merge_heads(&attention(&q, ck, cv, None)?)?;
+            let a = voice_kernels::attention(&q, ck, cv, l.cross.n_head, None)?;
             x = (&x + l.cross.out.forward(&a)?)?;
             x = (&x + l.mlp.forward(&l.mlp_ln.forward(&x)?)?)?;
         }
@@ -314,9 +321,10 @@ impl Decoder {
         self.ln.forward(&x)
     }
 
-    /// Logits (b, vocab) in f32 for hidden states `h` (b, d).
+    /// Logits (b, vocab) in f32 for hidden states `h` (b, d); the output projection is tied to
+    /// the token embedding.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        h.matmul(&self.embed_t)?.to_dtype(DType::F32)
+        voice_kernels::linear(h, &self.out_proj, None)?.to_dtype(DType::F32)
     }
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh machine: system packages, models, build, Rust tests, Python
+# client tests. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+ensure_rust
+ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+
+log "building (target dir $CARGO_TARGET_DIR)"
+cargo build --workspace --all-targets --locked
+
+log "fetching the registry models into $VOICE_MODELS_DIR"
+"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample
+
+log "cargo test"
+cargo test --workspace --locked "$@"
+
+log "Python client tests (official openai client)"
+ensure_venv "$CACHE_ROOT/venv-tests" tests/python/requirements.txt
+VOICE_BIN_DIR="$CARGO_TARGET_DIR/debug" "$CACHE_ROOT/venv-tests/bin/python" -m pytest -q tests/python
+
+log "all tests passed"
