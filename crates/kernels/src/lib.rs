@@ -296,12 +296,40 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
 /// GELU with the exact normal CDF (PyTorch's default, Whisper's activation).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
-        let x = x.contiguous()?;
-        let mut v = with_f32(&x, |xv| xv[..x.elem_count()].to_vec()).expect("CPU f32");
-        math::gelu_erf(&mut v);
-        return Tensor::from_vec(v, x.shape(), &Device::Cpu);
+        // In place on a fresh contiguous copy (or on x itself when it is already a fresh
+        // contiguous tensor nobody else holds: `contiguous` then returns a shared handle, so
+        // copy explicitly to never mutate a caller's tensor).
+        let y = if x.is_contiguous() { x.copy()? } else { x.contiguous()? };
+        y.inplace_op1(&GeluInPlace)?;
+        return Ok(y);
     }
     x.gelu_erf()
+}
+
+/// GELU on a tensor the caller owns outright (a fresh activation), without a copy.
+pub fn gelu_erf_owned(x: Tensor) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.is_contiguous() {
+        x.inplace_op1(&GeluInPlace)?;
+        return Ok(x);
+    }
+    gelu_erf(&x)
+}
+
+struct GeluInPlace;
+
+impl candle_core::InplaceOp1 for GeluInPlace {
+    fn name(&self) -> &'static str {
+        "gelu-erf-inplace"
+    }
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<()> {
+        match (storage, layout.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((a, b))) => {
+                math::gelu_erf(&mut v[a..b]);
+                Ok(())
+            }
+            _ => candle_core::bail!("gelu-erf-inplace needs a contiguous f32 tensor"),
+        }
+    }
 }
 
 /// Softmax over the last dimension.

@@ -15,6 +15,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 pub fn exp(x: f32) -> f32 {
     // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
+    #[allow(clippy::manual_clamp)] // max/min vectorise; clamp adds a NaN assertion
     let x = x.max(-87.0).min(88.0);
     let z = x * LOG2E + MAGIC;
     let n = z - MAGIC;
@@ -181,7 +182,7 @@ mod tests {
         assert!(worst < 4e-7, "worst absolute error {worst}");
         let mut g = vec![-3.0f32, -1.0, 0.0, 1.0, 3.0];
         gelu_erf(&mut g);
-        let want = [-0.004_049_7, -0.158_655_26, 0.0, 0.841_344_74, 2.995_950_3];
+        let want = [-0.004_049_7, -0.158_655_26, 0.0, 0.841_344_7, 2.995_950_3];
         for (a, b) in g.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{g:?}");
         }

@@ -254,7 +254,7 @@ pub fn check_wav_header(b: &[u8]) -> Result<(), AudioError> {
                         "the header announces {size} bytes of samples but only {available} follow"
                     )));
                 }
-                if block_align > 0 && size % block_align as usize != 0 && size + 1 < available {
+                if block_align > 0 && !size.is_multiple_of(block_align as usize) && size + 1 < available {
                     return Err(AudioError::BadHeader(format!(
                         "data size {size} is not a whole number of {block_align}-byte frames"
                     )));
@@ -303,7 +303,7 @@ fn validate_fmt(tag: u16, channels: u16, rate: u32, byte_rate: u32, block_align:
         // ADPCM and friends have their own block layout; leave those to the decoder.
         return Ok(());
     }
-    if bits == 0 || bits > 64 || bits % 8 != 0 {
+    if bits == 0 || bits > 64 || !bits.is_multiple_of(8) {
         return Err(AudioError::BadHeader(format!("{bits} bits per sample")));
     }
     let expected_align = channels as u32 * bits as u32 / 8;

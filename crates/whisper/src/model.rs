@@ -148,7 +148,8 @@ impl Mlp {
         Ok(Self { fc1: linear(d, 4 * d, true, vb.pp("fc1"))?, fc2: linear(4 * d, d, true, vb.pp("fc2"))? })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&voice_kernels::gelu_erf(&self.fc1.forward(x)?)?)
+        // fc1's output is a fresh tensor only this function holds: GELU in place.
+        self.fc2.forward(&voice_kernels::gelu_erf_owned(self.fc1.forward(x)?)?)
     }
 }
 
@@ -205,8 +206,8 @@ impl Encoder {
     /// mel: (b, n_mels, 3000) -> (b, 1500, d).
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
         let c = |conv: &Conv, x: &Tensor| voice_kernels::conv1d(x, &conv.w, Some(&conv.b), conv.stride, 1);
-        let x = voice_kernels::gelu_erf(&c(&self.conv1, mel)?)?;
-        let x = voice_kernels::gelu_erf(&c(&self.conv2, &x)?)?;
+        let x = voice_kernels::gelu_erf_owned(c(&self.conv1, mel)?)?;
+        let x = voice_kernels::gelu_erf_owned(c(&self.conv2, &x)?)?;
         let x = x.transpose(1, 2)?;
         let t = x.dim(1)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, t)?)?;

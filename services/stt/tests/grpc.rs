@@ -102,7 +102,7 @@ async fn streaming_partials_then_finals() {
     // Partials arrive while audio streams, cover growing audio, and make sense.
     assert!(!partials.is_empty(), "no partial transcripts");
     assert!(partials.iter().all(|p| p.utterance == 0 || p.utterance == 1));
-    let last0 = partials.iter().filter(|p| p.utterance == 0).last().expect("partials for utterance 0");
+    let last0 = partials.iter().rfind(|p| p.utterance == 0).expect("partials for utterance 0");
     assert!(voice_whisper::eval::normalize(&last0.text).starts_with("and so"), "partial: {}", last0.text);
 }
 
