@@ -22,4 +22,5 @@ log "Python client tests (official openai client)"
 ensure_venv "$CACHE_ROOT/venv-tests" tests/python/requirements.txt
 VOICE_BIN_DIR="$CARGO_TARGET_DIR/debug" "$CACHE_ROOT/venv-tests/bin/python" -m pytest -q tests/python
 
+log "Kubernetes manifests, scripts and images (deploy/validate.sh)"; "$REPO_ROOT/deploy/validate.sh"
 log "all tests passed"

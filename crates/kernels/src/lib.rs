@@ -13,6 +13,7 @@
 pub mod blas;
 pub mod gemv;
 pub mod math;
+pub mod quant;
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
