@@ -5,3 +5,9 @@ pub mod stt {
         tonic::include_proto!("voice.stt.v1");
     }
 }
+
+pub mod llm {
+    pub mod v1 {
+        tonic::include_proto!("voice.llm.v1");
+    }
+}

@@ -1,0 +1,125 @@
+//! `voice-llm`: text generation as a service (the stack's Ollama).
+//!
+//! HTTP (OpenAI-compatible chat and text completions, SSE streaming) on `--port`, gRPC
+//! (`voice.llm.v1.TextGeneration`) on `--grpc-port`. Requests are served by one scheduler that
+//! interleaves all active generations; see README.md.
+
+mod engine;
+mod grpc;
+mod http;
+mod request;
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use voice_models::Fetcher;
+use voice_runtime::{
+    device::{load_with_fallback, select_device},
+    ApiError, Listeners, ServiceArgs, ServiceContext, ServiceSpec,
+};
+use voice_textgen::{Engine, EngineConfig, LoadedModel};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "llm",
+    binary: "voice-llm",
+    env_prefix: "VOICE_LLM",
+    default_port: 8002,
+    default_grpc_port: 9002,
+    default_model: "smollm2-135m-instruct",
+    default_gpu_memory_budget: "12GB",
+    default_max_body_bytes: "4MB",
+};
+
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "LLM generation: OpenAI-compatible chat/completions (SSE) and streaming gRPC")]
+pub struct LlmArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    /// Context (prompt + generated tokens) allowed per request; 0 = the model's own (llama GGUF
+    /// models are capped at 4096).
+    #[arg(long, default_value_t = 4096)]
+    pub context_length: usize,
+
+    /// Generations in progress at once (they take turns, one token each).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+
+    /// max_tokens when a chat request does not say (then capped by the room the prompt leaves).
+    #[arg(long, default_value_t = 512)]
+    pub default_max_tokens: usize,
+
+    /// Prompt tokens fed per scheduler turn, so long prompts do not stall other streams.
+    #[arg(long, default_value_t = 256)]
+    pub prefill_chunk: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: ServiceContext,
+    pub args: Arc<LlmArgs>,
+    engine: Arc<OnceLock<Arc<engine::LlmEngine>>>,
+}
+
+impl AppState {
+    pub fn engine(&self) -> Result<Arc<engine::LlmEngine>, ApiError> {
+        self.ctx.ensure_ready()?;
+        self.engine.get().cloned().ok_or_else(|| ApiError::unavailable("the model is still loading", Duration::from_secs(5)))
+    }
+}
+
+fn load_engine(state: &AppState) -> Result<engine::LlmEngine> {
+    let args = &state.args;
+    let sa = &args.service;
+    let fetcher = Fetcher::new(sa.models_dir.clone());
+    let resolved = fetcher
+        .resolve(&sa.model, sa.fetch_missing, &["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"])
+        .with_context(|| format!("resolving model `{}`", sa.model))?;
+    let (id, dir) = (resolved.id.clone(), resolved.dir.clone());
+    let estimate = voice_textgen::model::estimate_bytes(&dir, args.context_length.max(1), args.max_batch.max(1))?;
+    let chosen = select_device(sa.device);
+    let ctx_len = args.context_length;
+    let (model, device) = load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| {
+        LoadedModel::load(&id, &dir, d, ctx_len)
+    })?;
+    state.ctx.device_state.set_primary(&device.label);
+    tracing::info!(model = %id, architecture = %model.info.architecture, context = model.info.context_length,
+        chat_template = if model.chat.is_fallback { "chatml (fallback)" } else { "model's own" }, "LLM ready");
+    let metrics = Arc::new(engine::LlmMetrics::new(&state.ctx)?);
+    let cfg = EngineConfig { max_batch: args.max_batch.max(1), max_queue: sa.max_queue, prefill_chunk: args.prefill_chunk.max(1) };
+    Ok(engine::LlmEngine {
+        model_id: id,
+        engine: Engine::start(Arc::new(model), cfg, Some(metrics)),
+        default_max_tokens: args.default_max_tokens.max(1),
+        loaded_at: Instant::now(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: LlmArgs = voice_runtime::cli::parse(&SPEC)?;
+    let ctx = ServiceContext::init(SPEC, args.service.clone())?;
+    let state = AppState { ctx: ctx.clone(), args: Arc::new(args.clone()), engine: Arc::new(OnceLock::new()) };
+    let listeners = Listeners::bind(&args.service, true).await?;
+
+    let loader = state.clone();
+    tokio::task::spawn_blocking(move || match load_engine(&loader) {
+        Ok(e) => {
+            let id = e.model_id.clone();
+            let _ = loader.engine.set(Arc::new(e));
+            loader.ctx.set_ready(&id);
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "could not load the model; exiting");
+            loader.ctx.set_failed(format!("{e:#}"));
+            std::process::exit(2);
+        }
+    });
+
+    let grpc = voice_proto::llm::v1::text_generation_server::TextGenerationServer::new(grpc::LlmGrpc { state: state.clone() });
+    voice_runtime::serve(ctx, listeners, http::routes(state), Some(tonic::service::Routes::new(grpc))).await
+}
