@@ -51,6 +51,7 @@ pub struct Q8Rows {
     pub q: Vec<i8>,
 }
 
+#[inline(always)]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
@@ -137,48 +138,74 @@ impl QMatrix {
 
     /// out (m x rows) = x (m x cols) W^T. Each weight row is read once for all m inputs.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert_eq!(x.len(), m * self.cols);
-        assert_eq!(out.len(), m * self.rows);
-        let rb = self.row_bytes();
-        let rows = self.rows;
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        if self.qtype == QType::F32 {
-            let xs = x;
-            self.par_rows(|r| {
-                let row = &self.data[r * rb..(r + 1) * rb];
-                let w: &[f32] = bytemuck_f32(row);
+        matmul_group(x, m, &mut [(self, out)]);
+    }
+}
+
+/// Several products of the same input, `outs[i] = x W_i^T` (e.g. the Q, K and V projections, or
+/// the gate and up projections): the input is quantised once and all rows of all matrices are
+/// spread over the pool in ONE parallel section, because at decode time (m = 1) these matrices
+/// are small and the cost of waking the pool is comparable to the work itself.
+pub fn matmul_group(x: &[f32], m: usize, outs: &mut [(&QMatrix, &mut [f32])]) {
+    const ROWS_PER_TASK: usize = 32;
+    let Some(cols) = outs.first().map(|(w, _)| w.cols) else { return };
+    assert_eq!(x.len(), m * cols);
+    for (w, out) in outs.iter() {
+        assert_eq!(w.cols, cols, "every matrix of a group takes the same input");
+        assert_eq!(out.len(), m * w.rows);
+    }
+    let xq = outs.iter().any(|(w, _)| w.qtype != QType::F32).then(|| Q8Rows::quantize(x, cols));
+    let nb = cols / QK;
+    // (matrix, first row, end row) tasks, and raw output pointers (each (t, r) is written once).
+    let mut tasks = Vec::new();
+    let mut work = 0usize;
+    for (i, (w, _)) in outs.iter().enumerate() {
+        for r0 in (0..w.rows).step_by(ROWS_PER_TASK) {
+            tasks.push((i, r0, (r0 + ROWS_PER_TASK).min(w.rows)));
+        }
+        work += w.rows * w.cols * m;
+    }
+    let ptrs: Vec<SendPtr> = outs.iter_mut().map(|(_, o)| SendPtr(o.as_mut_ptr())).collect();
+    let mats: Vec<&QMatrix> = outs.iter().map(|(w, _)| *w).collect();
+    let run = |&(i, r0, r1): &(usize, usize, usize)| {
+        let w = mats[i];
+        let rb = w.row_bytes();
+        let out = ptrs[i].get();
+        if w.qtype == QType::F32 {
+            for r in r0..r1 {
+                let row: &[f32] = bytemuck_f32(&w.data[r * rb..(r + 1) * rb]);
                 for t in 0..m {
-                    let v = crate::gemv::dot_f32(w, &xs[t * self.cols..(t + 1) * self.cols]);
-                    // Safety: each (t, r) is written by exactly one task.
-                    unsafe { *out_ptr.get().add(t * rows + r) = v };
+                    let v = crate::gemv::dot_f32(row, &x[t * cols..(t + 1) * cols]);
+                    // Safety: each (t, r) of matrix i is written by exactly one task.
+                    unsafe { *out.add(t * w.rows + r) = v };
                 }
-            });
+            }
             return;
         }
-        let xq = Q8Rows::quantize(x, self.cols);
-        let nb = self.cols / QK;
-        let dot = dot_fn(self.qtype);
-        self.par_rows(|r| {
-            let row = &self.data[r * rb..(r + 1) * rb];
-            for t in 0..m {
-                let v = dot(row, &xq.d[t * nb..(t + 1) * nb], &xq.s[t * nb..(t + 1) * nb], &xq.q[t * self.cols..(t + 1) * self.cols]);
-                // Safety: each (t, r) is written by exactly one task.
-                unsafe { *out_ptr.get().add(t * rows + r) = v };
-            }
-        });
-    }
-
-    fn par_rows(&self, f: impl Fn(usize) + Sync) {
-        const ROWS_PER_TASK: usize = 64;
-        if self.rows * self.cols < (1 << 16) {
-            (0..self.rows).for_each(f);
-        } else {
-            (0..self.rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|c| {
-                for r in c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(self.rows) {
-                    f(r);
+        let xq = xq.as_ref().expect("quantised input");
+        let dot = dot_fn(w.qtype);
+        let dot4 = dot4_fn(w.qtype);
+        let m4 = m - m % 4;
+        for r in r0..r1 {
+            let row = &w.data[r * rb..(r + 1) * rb];
+            for t0 in (0..m4).step_by(4) {
+                let v = dot4(row, xq, t0);
+                for (i, v) in v.into_iter().enumerate() {
+                    // Safety: each (t, r) of matrix i is written by exactly one task.
+                    unsafe { *out.add((t0 + i) * w.rows + r) = v };
                 }
-            });
+            }
+            for t in m4..m {
+                let v = dot(row, &xq.d[t * nb..(t + 1) * nb], &xq.s[t * nb..(t + 1) * nb], &xq.q[t * cols..(t + 1) * cols]);
+                // Safety: each (t, r) of matrix i is written by exactly one task.
+                unsafe { *out.add(t * w.rows + r) = v };
+            }
         }
+    };
+    if work < (1 << 16) {
+        tasks.iter().for_each(run);
+    } else {
+        tasks.par_iter().for_each(run);
     }
 }
 
@@ -202,7 +229,7 @@ type DotFn = fn(&[u8], &[f32], &[f32], &[i8]) -> f32;
 fn dot_fn(t: QType) -> DotFn {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
             return match t {
                 QType::Q4_0 => |w, d, s, q| unsafe { x86::dot_q4_0(w, d, s, q) },
                 QType::Q4_1 => |w, d, s, q| unsafe { x86::dot_q4_1(w, d, s, q) },
@@ -217,6 +244,38 @@ fn dot_fn(t: QType) -> DotFn {
         QType::Q8_0 => dot_q8_0,
         QType::F32 => unreachable!(),
     }
+}
+
+/// One weight row against four consecutive activation rows `t0..t0 + 4` of `xq`: the block is
+/// loaded and unpacked once for all four (batched decoding and prefill).
+type Dot4Fn = fn(&[u8], &Q8Rows, usize) -> [f32; 4];
+
+fn dot4_fn(t: QType) -> Dot4Fn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            return match t {
+                QType::Q4_0 => |w, x, t0| unsafe { x86::dot4::<0>(w, x, t0) },
+                QType::Q4_1 => |w, x, t0| unsafe { x86::dot4::<1>(w, x, t0) },
+                QType::Q8_0 => |w, x, t0| unsafe { x86::dot4::<8>(w, x, t0) },
+                QType::F32 => unreachable!(),
+            };
+        }
+    }
+    match t {
+        QType::Q4_0 => |w, x, t0| dot4_portable(dot_q4_0, w, x, t0),
+        QType::Q4_1 => |w, x, t0| dot4_portable(dot_q4_1, w, x, t0),
+        QType::Q8_0 => |w, x, t0| dot4_portable(dot_q8_0, w, x, t0),
+        QType::F32 => unreachable!(),
+    }
+}
+
+fn dot4_portable(dot: DotFn, w: &[u8], x: &Q8Rows, t0: usize) -> [f32; 4] {
+    let nb = x.cols / QK;
+    std::array::from_fn(|i| {
+        let t = t0 + i;
+        dot(w, &x.d[t * nb..(t + 1) * nb], &x.s[t * nb..(t + 1) * nb], &x.q[t * x.cols..(t + 1) * x.cols])
+    })
 }
 
 fn dot_q4_0(w: &[u8], d: &[f32], _s: &[f32], q: &[i8]) -> f32 {
@@ -261,7 +320,14 @@ fn dot_q8_0(w: &[u8], d: &[f32], _s: &[f32], q: &[i8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{f16_at, QK};
+    use super::QK;
+
+    /// f16 at byte offset `at` to f32 in one instruction (F16C).
+    #[inline(always)]
+    unsafe fn f16_at(b: &[u8], at: usize) -> f32 {
+        let h = u16::from_le_bytes([*b.get_unchecked(at), *b.get_unchecked(at + 1)]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
 
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -298,24 +364,39 @@ mod x86 {
         mul_sum_u8_i8(ax, sy)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_1(w: &[u8], d: &[f32], s: &[f32], q: &[i8]) -> f32 {
+        // Two blocks per iteration with separate accumulators: the loop is bound by the latency
+        // of the fmadd / add chains and by weight loads, not by arithmetic.
         let nb = d.len();
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for b in 0..nb {
-            let blk = w.as_ptr().add(b * 20);
-            let dw = f16_at(w, b * 20);
-            let mw = f16_at(w, b * 20 + 2);
-            let qw = nibbles(blk.add(4));
-            let qx = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[b]), mul_sum_u8_i8(qw, qx), acc);
-            mins += mw * s[b];
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut mins0, mut mins1) = (0f32, 0f32);
+        let wp = w.as_ptr();
+        let qp = q.as_ptr();
+        let mut b = 0;
+        while b + 1 < nb {
+            let (o0, o1) = (b * 20, b * 20 + 20);
+            let qw0 = nibbles(wp.add(o0 + 4));
+            let qw1 = nibbles(wp.add(o1 + 4));
+            let qx0 = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
+            let qx1 = _mm256_loadu_si256(qp.add(b * QK + QK) as *const __m256i);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o0) * *d.get_unchecked(b)), mul_sum_u8_i8(qw0, qx0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o1) * *d.get_unchecked(b + 1)), mul_sum_u8_i8(qw1, qx1), acc1);
+            mins0 += f16_at(w, o0 + 2) * *s.get_unchecked(b);
+            mins1 += f16_at(w, o1 + 2) * *s.get_unchecked(b + 1);
+            b += 2;
         }
-        hsum(acc) + mins
+        if b < nb {
+            let o0 = b * 20;
+            let qw0 = nibbles(wp.add(o0 + 4));
+            let qx0 = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o0) * *d.get_unchecked(b)), mul_sum_u8_i8(qw0, qx0), acc0);
+            mins0 += f16_at(w, o0 + 2) * *s.get_unchecked(b);
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) + mins0 + mins1
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(w: &[u8], d: &[f32], _s: &[f32], q: &[i8]) -> f32 {
         let nb = d.len();
         let mut acc = _mm256_setzero_ps();
@@ -330,18 +411,80 @@ mod x86 {
         hsum(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// `dot4::<0>` is Q4_0, `<1>` Q4_1, `<8>` Q8_0: one weight row against activation rows
+    /// t0..t0 + 4, each block unpacked once, four independent accumulator chains.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4<const KIND: u8>(w: &[u8], x: &super::Q8Rows, t0: usize) -> [f32; 4] {
+        let cols = x.cols;
+        let nb = cols / QK;
+        assert!(x.q.len() >= (t0 + 4) * cols && x.d.len() >= (t0 + 4) * nb);
+        let bb = match KIND {
+            0 => 18,
+            1 => 20,
+            _ => 34,
+        };
+        assert!(w.len() >= nb * bb);
+        let wp = w.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut mins = [0f32; 4];
+        let eight = _mm256_set1_epi8(8);
+        for b in 0..nb {
+            let blk = wp.add(b * bb);
+            let dw = f16_at(w, b * bb);
+            // Unsigned weights (Q4_1) multiply directly; signed ones use the sign trick, whose
+            // weight half is computed once here.
+            let (qw, signs) = match KIND {
+                0 => {
+                    let q = _mm256_sub_epi8(nibbles(blk.add(2)), eight);
+                    (_mm256_sign_epi8(q, q), q)
+                }
+                1 => {
+                    let q = nibbles(blk.add(4));
+                    (q, q)
+                }
+                _ => {
+                    let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                    (_mm256_sign_epi8(q, q), q)
+                }
+            };
+            let mw = if KIND == 1 { f16_at(w, b * bb + 2) } else { 0.0 };
+            for i in 0..4 {
+                let t = t0 + i;
+                let qx = _mm256_loadu_si256(x.q.as_ptr().add(t * cols + b * QK) as *const __m256i);
+                let prod = if KIND == 1 { mul_sum_u8_i8(qw, qx) } else { mul_sum_u8_i8(qw, _mm256_sign_epi8(qx, signs)) };
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.get_unchecked(t * nb + b)), prod, acc[i]);
+                if KIND == 1 {
+                    mins[i] += mw * *x.s.get_unchecked(t * nb + b);
+                }
+            }
+        }
+        std::array::from_fn(|i| hsum(acc[i]) + mins[i])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(w: &[u8], d: &[f32], _s: &[f32], q: &[i8]) -> f32 {
         let nb = d.len();
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            let blk = w.as_ptr().add(b * 34);
-            let dw = f16_at(w, b * 34);
-            let qw = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let qx = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[b]), mul_sum_i8_i8(qw, qx), acc);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let wp = w.as_ptr();
+        let qp = q.as_ptr();
+        let mut b = 0;
+        while b + 1 < nb {
+            let (o0, o1) = (b * 34, b * 34 + 34);
+            let qw0 = _mm256_loadu_si256(wp.add(o0 + 2) as *const __m256i);
+            let qw1 = _mm256_loadu_si256(wp.add(o1 + 2) as *const __m256i);
+            let qx0 = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
+            let qx1 = _mm256_loadu_si256(qp.add(b * QK + QK) as *const __m256i);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o0) * *d.get_unchecked(b)), mul_sum_i8_i8(qw0, qx0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o1) * *d.get_unchecked(b + 1)), mul_sum_i8_i8(qw1, qx1), acc1);
+            b += 2;
         }
-        hsum(acc)
+        if b < nb {
+            let o0 = b * 34;
+            let qw0 = _mm256_loadu_si256(wp.add(o0 + 2) as *const __m256i);
+            let qx0 = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w, o0) * *d.get_unchecked(b)), mul_sum_i8_i8(qw0, qx0), acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1))
     }
 }
 
@@ -397,7 +540,9 @@ mod tests {
     /// the 8-bit quantisation of the inputs.
     #[test]
     fn products_match_dequantised_weights() {
-        let (rows, cols, m) = (70, 96, 3);
+        // m = 7: one group of four rows through dot4 and three through the single-row path; 3 blocks
+        // per row exercise the two-block unrolled loop's tail.
+        let (rows, cols, m) = (70, 96, 7);
         let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0).collect();
         let x: Vec<f32> = (0..m * cols).map(|i| ((i as f32) * 0.37).sin()).collect();
         for (qt, data) in [(QType::Q4_1, quantize_q4_1(&w)), (QType::Q8_0, quantize_q8_0(&w)), (QType::Q4_0, quantize_q4_0(&w))] {
@@ -427,6 +572,32 @@ mod tests {
             };
             let fast = dot_fn(qt)(row, &xq.d, &xq.s, &xq.q);
             assert!((scalar - fast).abs() < 1e-3 * scalar.abs().max(1.0), "{qt:?}: {scalar} vs {fast}");
+            let xq = Q8Rows::quantize(&x, cols);
+            let four = dot4_fn(qt)(row, &xq, 2);
+            for (i, v) in four.iter().enumerate() {
+                let nb = cols / QK;
+                let t = 2 + i;
+                let one = dot_fn(qt)(row, &xq.d[t * nb..(t + 1) * nb], &xq.s[t * nb..(t + 1) * nb], &xq.q[t * cols..(t + 1) * cols]);
+                assert!((one - v).abs() < 1e-3 * one.abs().max(1.0), "{qt:?} dot4 row {i}: {v} vs {one}");
+            }
         }
+    }
+
+    #[test]
+    fn grouped_products_equal_separate_ones() {
+        let cols = 64;
+        let w1: Vec<f32> = (0..40 * cols).map(|i| (i * 31 % 97) as f32 / 97.0 - 0.5).collect();
+        let w2: Vec<f32> = (0..24 * cols).map(|i| (i * 17 % 89) as f32 / 89.0 - 0.5).collect();
+        let a = QMatrix::new(QType::Q4_1, 40, cols, quantize_q4_1(&w1)).unwrap();
+        let b = QMatrix::new(QType::Q8_0, 24, cols, quantize_q8_0(&w2)).unwrap();
+        let m = 5;
+        let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut oa, mut ob) = (vec![0f32; m * 40], vec![0f32; m * 24]);
+        matmul_group(&x, m, &mut [(&a, &mut oa), (&b, &mut ob)]);
+        let (mut sa, mut sb) = (vec![0f32; m * 40], vec![0f32; m * 24]);
+        a.matmul(&x, m, &mut sa);
+        b.matmul(&x, m, &mut sb);
+        assert_eq!(oa, sa);
+        assert_eq!(ob, sb);
     }
 }
