@@ -13,7 +13,7 @@ log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
 log "fetching the registry models into $VOICE_MODELS_DIR"
-"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample
+"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m
 
 log "cargo test"
 cargo test --workspace --locked "$@"

@@ -1,7 +1,9 @@
 //! Compile the contracts under proto/ with protox (pure Rust: no protoc needed on build machines).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // The manifest dir at run time, not compile time: a build-script binary can be reused from
+    // a shared target dir by a checkout at another path.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["voice/stt/v1/stt.proto", "voice/llm/v1/llm.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -64,3 +64,11 @@ def jfk_path():
     p = models_dir() / "jfk-sample" / "jfk.wav"
     assert p.exists(), f"{p} missing: run `voice-models fetch jfk-sample`"
     return p
+
+
+@pytest.fixture(scope="session")
+def llm():
+    s = Service("voice-llm", ["--model", "smollm2-135m-instruct", "--device", "cpu", "--context-length", "2048"],
+                "pytest-voice-llm.log")
+    yield s
+    s.stop()

@@ -206,7 +206,7 @@ fn sixteen_concurrent_requests_are_all_correct() {
 /// A full queue answers 429 with Retry-After at once; everything admitted is served correctly.
 #[test]
 fn full_queue_is_refused_with_retry_after() {
-    let s = Server::start(&["--model", "whisper-tiny.en", "--max-concurrency", "1", "--max-queue", "1"], &[]);
+    let s = start(&["--model", "whisper-tiny.en", "--max-concurrency", "1", "--max-queue", "1"], &[]);
     let jfk = jfk_bytes();
     let handles: Vec<_> = (0..6)
         .map(|i| {

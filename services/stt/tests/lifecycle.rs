@@ -26,7 +26,7 @@ fn metric_value(text: &str, prefix: &str) -> f64 {
 
 #[test]
 fn cuda_init_failure_falls_back_to_cpu() {
-    let s = Server::start(&["--model", "whisper-tiny.en", "--device", "cuda"], &[("VOICE_FAULT_CUDA_INIT", "1")]);
+    let s = start(&["--model", "whisper-tiny.en", "--device", "cuda"], &[("VOICE_FAULT_CUDA_INIT", "1")]);
     let r = readyz(&s);
     assert_eq!(r["status"], "ready");
     assert_eq!(r["device"], "cpu");
@@ -41,7 +41,7 @@ fn cuda_init_failure_falls_back_to_cpu() {
 
 #[test]
 fn device_error_mid_request_degrades_and_retries_on_cpu() {
-    let s = Server::start(&["--model", "whisper-tiny.en"], &[("VOICE_FAULT_DEVICE_ERROR_AT", "2")]);
+    let s = start(&["--model", "whisper-tiny.en"], &[("VOICE_FAULT_DEVICE_ERROR_AT", "2")]);
     let text = |r: (u16, reqwest::header::HeaderMap, String)| {
         assert_eq!(r.0, 200, "{}", r.2);
         serde_json::from_str::<serde_json::Value>(&r.2).unwrap()["text"].as_str().unwrap().to_string()
@@ -70,7 +70,7 @@ fn config_file_and_environment() {
     let cfg = dir.join("stt.toml");
     std::fs::write(&cfg, "model = \"whisper-tiny.en\"\nmax-audio-seconds = 30\nlog-format = \"json\"\n").unwrap();
     // The environment overrides the file: 5 s of audio at most.
-    let s = Server::start(&["--config", cfg.to_str().unwrap()], &[("VOICE_STT_MAX_AUDIO_SECONDS", "5")]);
+    let s = start(&["--config", cfg.to_str().unwrap()], &[("VOICE_STT_MAX_AUDIO_SECONDS", "5")]);
     let r = transcribe(&s.http, Some((jfk_bytes(), "a.wav")), &[]);
     assert_error(&r, 413, "longer than the limit of 5 s");
     // Logs are JSON lines.
@@ -95,7 +95,7 @@ fn unknown_model_exits_with_a_clear_error() {
 /// SIGTERM while a request runs: the request completes, new connections are refused, exit 0.
 #[test]
 fn sigterm_drains_in_flight_requests() {
-    let mut s = Server::start(&["--model", "whisper-tiny.en"], &[]);
+    let mut s = start(&["--model", "whisper-tiny.en"], &[]);
     // 44 s of speech (JFK four times) keeps the model busy for a while.
     let pcm = jfk_pcm();
     let long: Vec<f32> = (0..4).flat_map(|_| pcm.iter().copied()).collect();

@@ -1,87 +1,21 @@
-//! Test harness: start the real `voice-stt` binary on free ports, wait until ready, kill it
-//! when the test (or the test process) ends.
-#![allow(dead_code)]
+//! Test helpers for `voice-stt`: the binary under the shared harness (voice-testkit), the JFK
+//! sample, a WAV writer, multipart requests.
+#![allow(dead_code, unused_imports)]
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command},
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+pub use voice_testkit::{assert_error, client, free_port, raw_request, Server, SharedServer};
+
+static STT: voice_testkit::Service = voice_testkit::Service::new(env!("CARGO_BIN_EXE_voice-stt"), "VOICE_STT");
+
+/// Start a `voice-stt` of its own for this test.
+pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    STT.start(args, envs)
 }
 
-pub struct Server {
-    pub child: Child,
-    pub http: String,
-    pub grpc: String,
-    pub log: PathBuf,
-}
-
-impl Server {
-    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let (hp, gp) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("voice-stt-test-{hp}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voice-stt"));
-        cmd.args(["--port", &hp.to_string(), "--grpc-port", &gp.to_string()]);
-        if !args.contains(&"--device") {
-            cmd.args(["--device", "cpu"]);
-        }
-        cmd.args(args)
-            .env_remove("VOICE_STT_MODEL")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        // The server dies with the test process even if a test panics.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn voice-stt");
-        let mut s = Server { child, http: format!("http://127.0.0.1:{hp}"), grpc: format!("http://127.0.0.1:{gp}"), log };
-        s.wait_ready(Duration::from_secs(120));
-        s
-    }
-
-    pub fn wait_ready(&mut self, limit: Duration) {
-        let start = Instant::now();
-        let client = reqwest::blocking::Client::new();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("voice-stt exited with {status} before it was ready; log:\n{}", self.log_text());
-            }
-            if let Ok(r) = client.get(format!("{}/readyz", self.http)).send() {
-                if r.status().as_u16() == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("voice-stt did not become ready; log:\n{}", self.log_text());
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The `voice-stt` shared by this test binary's tests.
+pub fn shared(args: &'static [&'static str]) -> &'static SharedServer {
+    STT.shared(args)
 }
 
 /// The JFK sample (fetched into the model cache on first use).
@@ -156,33 +90,8 @@ pub enum SampleFormat {
     F32,
 }
 
-/// One server per test binary, shared by its tests. It is started from a thread that never
-/// exits, because the child's parent-death signal fires when the spawning *thread* ends.
-pub fn shared(args: &'static [&'static str]) -> &'static SharedServer {
-    static SHARED: std::sync::OnceLock<SharedServer> = std::sync::OnceLock::new();
-    SHARED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let s = Server::start(args, &[]);
-            tx.send(SharedServer { http: s.http.clone(), grpc: s.grpc.clone(), log: s.log.clone() }).unwrap();
-            let _keep = s;
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv().expect("shared server started")
-    })
-}
 
-pub struct SharedServer {
-    pub http: String,
-    pub grpc: String,
-    pub log: PathBuf,
-}
 
-pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
-}
 
 /// POST a multipart transcription request; returns (status, headers, body).
 pub fn transcribe(base: &str, file: Option<(Vec<u8>, &str)>, fields: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
@@ -199,29 +108,4 @@ pub fn transcribe(base: &str, file: Option<(Vec<u8>, &str)>, fields: &[(&str, &s
     (status, headers, r.text().unwrap())
 }
 
-/// Assert an OpenAI-shaped error with this status.
-pub fn assert_error(resp: &(u16, reqwest::header::HeaderMap, String), status: u16, needle: &str) {
-    assert_eq!(resp.0, status, "expected {status}, got {} with {}", resp.0, resp.2);
-    let v: serde_json::Value = serde_json::from_str(&resp.2).unwrap_or_else(|_| panic!("error body is not JSON: {}", resp.2));
-    let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("no error.message in {}", resp.2));
-    assert!(v["error"]["type"].is_string(), "no error.type in {}", resp.2);
-    assert!(msg.to_lowercase().contains(&needle.to_lowercase()), "message {msg:?} lacks {needle:?}");
-}
 
-/// Send a request head and at most `body_prefix` over a raw socket and read the response: for
-/// refusals the server makes before reading a body (an HTTP client library would still be busy
-/// writing the body when the server closes).
-pub fn raw_request(base: &str, head: &str, body_prefix: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body_prefix);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
