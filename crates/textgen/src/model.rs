@@ -86,7 +86,15 @@ pub fn estimate_bytes(dir: &Path, context: usize, sequences: usize) -> Result<u6
         .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
         .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .sum();
-    Ok(weights + 500_000_000)
+    // KV cache in the weights' 16-bit type, from the Hugging Face config.
+    let cfg: serde_json::Value =
+        fs::read(dir.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let get = |k: &str| cfg[k].as_u64().unwrap_or(0);
+    let heads = get("num_attention_heads").max(1);
+    let heads_kv = cfg["num_key_value_heads"].as_u64().unwrap_or(heads);
+    let head_dim = cfg["head_dim"].as_u64().unwrap_or(get("hidden_size") / heads);
+    let kv = 2 * get("num_hidden_layers") * heads_kv * head_dim * 2;
+    Ok(weights + kv * (context * sequences) as u64 + 500_000_000)
 }
 
 impl LoadedModel {

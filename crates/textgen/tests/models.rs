@@ -166,3 +166,18 @@ fn greedy_text_matches_llama_cpp() {
     assert!(report.iter().all(|r| r.trim_start().split('/').next().unwrap().parse::<usize>().unwrap() >= 5), "diverges at once:\n{}", report.join("\n"));
     assert!(full * 2 >= rows.len(), "most continuations should match llama.cpp entirely:\n{}", report.join("\n"));
 }
+
+/// The memory estimate the service compares with its GPU budget (12 GB for the LLM): weights
+/// plus a KV cache for every slot at full context, in the right range for this model.
+#[test]
+fn memory_estimate_counts_weights_and_kv_cache() {
+    let dir = model_dir("smollm2-135m-instruct");
+    let file = std::fs::metadata(dir.join("model.gguf")).unwrap().len();
+    let small = voice_textgen::model::estimate_bytes(&dir, 512, 1).unwrap();
+    let big = voice_textgen::model::estimate_bytes(&dir, 4096, 8).unwrap();
+    assert!(small >= file, "estimate {small} below the weights {file}");
+    // KV cache: 30 layers x 2 x 3 kv heads x 64 x 4 bytes = 46 KB per token (f32 cache).
+    let per_token = 30 * 2 * 3 * 64 * 4;
+    assert!(big - small >= (4096 * 8 - 512) as u64 * per_token as u64 / 2, "KV cache not counted: {small} -> {big}");
+    assert!(big < 12 << 30, "SmolLM2 must fit the 12 GB LLM share: {big}");
+}
