@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
-# Set up and run the stack as it exists today: fetch the speech-to-text model and start
-# voice-stt (release build) on http://127.0.0.1:8001 (gRPC 9001). Ctrl-C stops it cleanly.
+# Set up and run the stack as it exists today (release builds): fetch the models and start
+#   voice-stt  http://127.0.0.1:8001 (gRPC 9001)   speech-to-text
+#   voice-llm  http://127.0.0.1:8002 (gRPC 9002)   LLM chat/completions
+# Ctrl-C (or SIGTERM) stops both cleanly; if one exits, the other is stopped too.
 #
-# Environment: VOICE_STT_MODEL (default whisper-tiny.en), VOICE_STT_DEVICE (auto|cpu|cuda[:N]),
-# CARGO_FEATURES (e.g. "--features voice-stt/cuda" for a CUDA build), and any VOICE_STT_* flag.
+# Environment: VOICE_STT_MODEL (default whisper-tiny.en), VOICE_LLM_MODEL (default
+# smollm2-135m-instruct), VOICE_<SERVICE>_DEVICE (auto|cpu|cuda[:N]), any VOICE_<SERVICE>_* flag,
+# CARGO_FEATURES (e.g. "--features voice-stt/cuda,voice-llm/cuda" for a CUDA build).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 ensure_rust
 
-model="${VOICE_STT_MODEL:-whisper-tiny.en}"
-log "building voice-stt and voice-models (release)"
+stt_model="${VOICE_STT_MODEL:-whisper-tiny.en}"
+llm_model="${VOICE_LLM_MODEL:-smollm2-135m-instruct}"
+log "building voice-stt, voice-llm and voice-models (release)"
 # shellcheck disable=SC2086
-cargo build --release --locked -p voice-stt -p voice-models ${CARGO_FEATURES:-}
-log "fetching $model"
-"$CARGO_TARGET_DIR/release/voice-models" fetch "$model"
-log "starting voice-stt: http://127.0.0.1:${VOICE_STT_PORT:-8001}  (try: curl localhost:${VOICE_STT_PORT:-8001}/v1/audio/transcriptions -F file=@speech.wav)"
-exec "$CARGO_TARGET_DIR/release/voice-stt" --model "$model" --log-format "${VOICE_STT_LOG_FORMAT:-text}" "$@"
+cargo build --release --locked -p voice-stt -p voice-llm -p voice-models ${CARGO_FEATURES:-}
+log "fetching $stt_model $llm_model"
+"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait || true
+}
+trap stop INT TERM EXIT
+"$CARGO_TARGET_DIR/release/voice-stt" --model "$stt_model" --log-format "${VOICE_STT_LOG_FORMAT:-text}" &
+pids+=($!)
+"$CARGO_TARGET_DIR/release/voice-llm" --model "$llm_model" --log-format "${VOICE_LLM_LOG_FORMAT:-text}" &
+pids+=($!)
+log "voice-stt: curl localhost:${VOICE_STT_PORT:-8001}/v1/audio/transcriptions -F file=@speech.wav"
+log "voice-llm: curl localhost:${VOICE_LLM_PORT:-8002}/v1/chat/completions -H 'content-type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
+# Whichever exits first ends the run.
+wait -n "${pids[@]}"
