@@ -48,12 +48,7 @@ struct ModelResult {
 fn rss_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -129,7 +124,16 @@ fn main() -> Result<()> {
         };
         println!(
             "ours {:<16} {}: RTF {:.4} (median of {}), WER {:.1}% ({}/{} words), load {:.2}s, RSS {:.0} MB after load, peak {:.0} MB",
-            r.model, r.device, r.rtf_median, r.rtf_runs.len(), r.wer * 100.0, r.errors, r.words, r.load_seconds, r.rss_mb_after_load, r.rss_mb_peak
+            r.model,
+            r.device,
+            r.rtf_median,
+            r.rtf_runs.len(),
+            r.wer * 100.0,
+            r.errors,
+            r.words,
+            r.load_seconds,
+            r.rss_mb_after_load,
+            r.rss_mb_peak
         );
         results.push(r);
     }

@@ -151,8 +151,7 @@ mod tests {
         gemv(Weights::F32(&w), &x, Some(&b), &mut y);
         assert!(y.iter().zip(&naive).all(|(a, b)| (a - b).abs() < 1e-4));
         let wh: Vec<u16> = w.iter().map(|v| f16::from_f32(*v).to_bits()).collect();
-        let naive16: Vec<f32> =
-            (0..rows).map(|r| (0..k).map(|j| f16::from_bits(wh[r * k + j]).to_f32() * x[j]).sum::<f32>()).collect();
+        let naive16: Vec<f32> = (0..rows).map(|r| (0..k).map(|j| f16::from_bits(wh[r * k + j]).to_f32() * x[j]).sum::<f32>()).collect();
         gemv(Weights::F16(&wh), &x, None, &mut y);
         assert!(y.iter().zip(&naive16).all(|(a, b)| (a - b).abs() < 1e-4));
     }

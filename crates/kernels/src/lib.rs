@@ -106,9 +106,7 @@ fn linear_gemv(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tens
     let off = wl.start_offset();
     for (xr, yr) in xv.chunks(k).zip(out.chunks_mut(n)) {
         match &*ws {
-            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-                gemv::gemv(gemv::Weights::F32(&v[off..off + n * k]), xr, bv.as_deref(), yr)
-            }
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => gemv::gemv(gemv::Weights::F32(&v[off..off + n * k]), xr, bv.as_deref(), yr),
             candle_core::Storage::Cpu(candle_core::CpuStorage::F16(v)) => {
                 // Safety: half::f16 is a transparent u16.
                 let bits: &[u16] = unsafe { std::slice::from_raw_parts(v.as_ptr().add(off) as *const u16, n * k) };
@@ -144,15 +142,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, causal_offse
             return Ok(r);
         }
     }
-    if let (Some(blas), Some((qo, qb, qr)), Some((ko, kb, kr)), Some((vo, vb, vr))) =
-        (cpu_blas(&[q, k, v]), rows3(q), rows3(k), rows3(v))
-    {
+    if let (Some(blas), Some((qo, qb, qr)), Some((ko, kb, kr)), Some((vo, vb, vr))) = (cpu_blas(&[q, k, v]), rows3(q), rows3(k), rows3(v)) {
         let mut out = vec![0f32; b * n * d];
         let (qs, _) = q.storage_and_layout();
         let (ks, _) = k.storage_and_layout();
         let (vs, _) = v.storage_and_layout();
-        let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(qv)), candle_core::Storage::Cpu(candle_core::CpuStorage::F32(kv)), candle_core::Storage::Cpu(candle_core::CpuStorage::F32(vv))) =
-            (&*qs, &*ks, &*vs)
+        let (
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(qv)),
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(kv)),
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(vv)),
+        ) = (&*qs, &*ks, &*vs)
         else {
             candle_core::bail!("attention: expected CPU f32 storage");
         };
@@ -164,8 +163,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, causal_offse
                 // Safety: offsets and strides come from the tensors' own layouts; scores holds
                 // n*t and out b*n*d elements.
                 unsafe {
-                    blas.sgemm(false, true, n, t, dh, 1.0, qv.as_ptr().add(qo + bi * qb + h * dh), qr,
-                        kv.as_ptr().add(ko + bi * kb + h * dh), kr, 0.0, scores.as_mut_ptr(), t);
+                    blas.sgemm(
+                        false,
+                        true,
+                        n,
+                        t,
+                        dh,
+                        1.0,
+                        qv.as_ptr().add(qo + bi * qb + h * dh),
+                        qr,
+                        kv.as_ptr().add(ko + bi * kb + h * dh),
+                        kr,
+                        0.0,
+                        scores.as_mut_ptr(),
+                        t,
+                    );
                 }
                 if let Some(p) = causal_offset {
                     for (i, row) in scores.chunks_mut(t).enumerate() {
@@ -176,8 +188,21 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, causal_offse
                 }
                 math::softmax_rows(&mut scores, t, scale);
                 unsafe {
-                    blas.sgemm(false, false, n, dh, t, 1.0, scores.as_ptr(), t,
-                        vv.as_ptr().add(vo + bi * vb + h * dh), vr, 0.0, out.as_mut_ptr().add(bi * n * d + h * dh), d);
+                    blas.sgemm(
+                        false,
+                        false,
+                        n,
+                        dh,
+                        t,
+                        1.0,
+                        scores.as_ptr(),
+                        t,
+                        vv.as_ptr().add(vo + bi * vb + h * dh),
+                        vr,
+                        0.0,
+                        out.as_mut_ptr().add(bi * n * d + h * dh),
+                        d,
+                    );
                 }
             }
         }
@@ -208,8 +233,11 @@ fn single_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, sca
     let (qs, _) = q.storage_and_layout();
     let (ks, _) = k.storage_and_layout();
     let (vs, _) = v.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(qv)), candle_core::Storage::Cpu(candle_core::CpuStorage::F32(kv)), candle_core::Storage::Cpu(candle_core::CpuStorage::F32(vv))) =
-        (&*qs, &*ks, &*vs)
+    let (
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(qv)),
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(kv)),
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(vv)),
+    ) = (&*qs, &*ks, &*vs)
     else {
         return Ok(None);
     };
@@ -279,8 +307,21 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
                     });
                     // Safety: wv holds c_out*kk, cols kk*t_out and out b*c_out*t_out elements.
                     unsafe {
-                        blas.sgemm(false, false, c_out, t_out, kk, 1.0, wv.as_ptr(), kk, cols.as_ptr(), t_out, beta,
-                            out.as_mut_ptr().add(bi * c_out * t_out), t_out);
+                        blas.sgemm(
+                            false,
+                            false,
+                            c_out,
+                            t_out,
+                            kk,
+                            1.0,
+                            wv.as_ptr(),
+                            kk,
+                            cols.as_ptr(),
+                            t_out,
+                            beta,
+                            out.as_mut_ptr().add(bi * c_out * t_out),
+                            t_out,
+                        );
                     }
                 }
             })

@@ -58,7 +58,7 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 
 impl Q8Rows {
     pub fn quantize(x: &[f32], cols: usize) -> Self {
-        assert!(cols % QK == 0, "columns must be a multiple of 32");
+        assert!(cols.is_multiple_of(QK), "columns must be a multiple of 32");
         let blocks = x.len() / QK;
         let mut d = vec![0f32; blocks];
         let mut s = vec![0f32; blocks];
@@ -86,7 +86,7 @@ impl Q8Rows {
 
 impl QMatrix {
     pub fn new(qtype: QType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self, String> {
-        if cols % QK != 0 {
+        if !cols.is_multiple_of(QK) {
             return Err(format!("{cols} columns is not a multiple of {QK}"));
         }
         let want = rows * (cols / QK) * qtype.block_bytes();
@@ -148,7 +148,9 @@ impl QMatrix {
 /// are small and the cost of waking the pool is comparable to the work itself.
 pub fn matmul_group(x: &[f32], m: usize, outs: &mut [(&QMatrix, &mut [f32])]) {
     const ROWS_PER_TASK: usize = 32;
-    let Some(cols) = outs.first().map(|(w, _)| w.cols) else { return };
+    let Some(cols) = outs.first().map(|(w, _)| w.cols) else {
+        return;
+    };
     assert_eq!(x.len(), m * cols);
     for (w, out) in outs.iter() {
         assert_eq!(w.cols, cols, "every matrix of a group takes the same input");
@@ -210,7 +212,7 @@ pub fn matmul_group(x: &[f32], m: usize, outs: &mut [(&QMatrix, &mut [f32])]) {
 }
 
 fn bytemuck_f32(b: &[u8]) -> &[f32] {
-    assert!(b.as_ptr() as usize % 4 == 0 && b.len() % 4 == 0, "f32 weights must be 4-byte aligned");
+    assert!((b.as_ptr() as usize).is_multiple_of(4) && b.len().is_multiple_of(4), "f32 weights must be 4-byte aligned");
     // Safety: alignment and length checked; any bit pattern is a valid f32.
     unsafe { std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len() / 4) }
 }
@@ -401,12 +403,12 @@ mod x86 {
         let nb = d.len();
         let mut acc = _mm256_setzero_ps();
         let eight = _mm256_set1_epi8(8);
-        for b in 0..nb {
+        for (b, &db) in d.iter().enumerate().take(nb) {
             let blk = w.as_ptr().add(b * 18);
             let dw = f16_at(w, b * 18);
             let qw = _mm256_sub_epi8(nibbles(blk.add(2)), eight);
             let qx = _mm256_loadu_si256(q.as_ptr().add(b * QK) as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[b]), mul_sum_i8_i8(qw, qx), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * db), mul_sum_i8_i8(qw, qx), acc);
         }
         hsum(acc)
     }

@@ -46,9 +46,8 @@ pub fn fetch_verified(pkg: &Package, dest: &Path, progress: Progress) -> Result<
         }
         std::thread::sleep(Duration::from_secs(2u64.pow(attempt - 1)));
     }
-    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no download URL"))).with_context(|| {
-        format!("downloading {} {}=={} ({})", pkg.registry, pkg.name, pkg.version, pkg.filename)
-    })
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no download URL")))
+        .with_context(|| format!("downloading {} {}=={} ({})", pkg.registry, pkg.name, pkg.version, pkg.filename))
 }
 
 /// The recorded URL first; for PyPI also the simple index's link (mirrors may rewrite hosts).
@@ -73,10 +72,7 @@ fn agent() -> ureq::Agent {
 fn download_once(pkg: &Package, url: &str, dest: &Path, progress: Progress) -> Result<()> {
     let url = if url.ends_with('/') { resolve_simple_index(url, &pkg.filename)? } else { url.to_string() };
     let resp = agent().get(&url).call().with_context(|| format!("GET {url}"))?;
-    let total = resp
-        .header("content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .or(pkg.size);
+    let total = resp.header("content-length").and_then(|v| v.parse::<u64>().ok()).or(pkg.size);
     if let (Some(t), Some(expected)) = (total, pkg.size) {
         if t != expected {
             bail!("server reports {t} bytes, the manifest records {expected}");

@@ -115,9 +115,7 @@ impl Manifest {
                     bail!("manifest: model `{}`: file `{}` needs a sha256", m.id, f.name);
                 }
                 for part in &f.from {
-                    let (pkg, _) = part
-                        .split_once(':')
-                        .ok_or_else(|| anyhow!("manifest: `{part}` must be package:member"))?;
+                    let (pkg, _) = part.split_once(':').ok_or_else(|| anyhow!("manifest: `{part}` must be package:member"))?;
                     if !m.packages.iter().any(|p| p.name == pkg) {
                         bail!("manifest: model `{}`: file `{}` names unknown package `{pkg}`", m.id, f.name);
                     }
@@ -145,17 +143,13 @@ pub fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache")
-        });
+        .unwrap_or_else(|| std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache"));
     base.join("voice-ai").join("models")
 }
 
 /// `HF_HUB_OFFLINE=1` (or true/yes): never touch the network for Hugging Face models.
 pub fn hf_offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-        .unwrap_or(false)
+    std::env::var("HF_HUB_OFFLINE").map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")).unwrap_or(false)
 }
 
 /// A model resolved to files on disk.
@@ -183,11 +177,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(cache_dir: Option<PathBuf>) -> Self {
-        Self {
-            manifest: Manifest::builtin(),
-            cache_dir: cache_dir.unwrap_or_else(default_cache_dir),
-            progress: Progress::Auto,
-        }
+        Self { manifest: Manifest::builtin(), cache_dir: cache_dir.unwrap_or_else(default_cache_dir), progress: Progress::Auto }
     }
 
     pub fn with_progress(mut self, p: Progress) -> Self {
@@ -245,19 +235,12 @@ impl Fetcher {
             return Ok(ResolvedModel { id: id_or_path.to_string(), dir, entry: None });
         }
         let known: Vec<&str> = self.manifest.models.iter().map(|m| m.id.as_str()).collect();
-        bail!(
-            "unknown model `{id_or_path}`: not a directory, not a manifest id ({}), not a Hugging Face repo (org/name)",
-            known.join(", ")
-        )
+        bail!("unknown model `{id_or_path}`: not a directory, not a manifest id ({}), not a Hugging Face repo (org/name)", known.join(", "))
     }
 
     /// Fetch a manifest model into the cache (no-op when already complete). Returns its directory.
     pub fn fetch(&self, id: &str) -> Result<PathBuf> {
-        let entry = self
-            .manifest
-            .get(id)
-            .ok_or_else(|| anyhow!("unknown model id `{id}` (see `voice-models list`)"))?
-            .clone();
+        let entry = self.manifest.get(id).ok_or_else(|| anyhow!("unknown model id `{id}` (see `voice-models list`)"))?.clone();
         if let Some(repo) = &entry.hf_repo {
             let files: Vec<&str> = entry.hf_files.iter().map(String::as_str).collect();
             return fetch_hf(repo, entry.revision.as_deref().unwrap_or("main"), &files);
@@ -338,21 +321,16 @@ pub fn fetch_hf(repo: &str, revision: &str, files: &[&str]) -> Result<PathBuf> {
         let cache = hf_hub::Cache::from_env();
         let cached = cache.repo(hf_repo);
         for f in files {
-            let p = cached.get(f).ok_or_else(|| {
-                anyhow!("HF_HUB_OFFLINE is set and {repo}/{f} is not in the Hugging Face cache ({})", cache.path().display())
-            })?;
+            let p = cached
+                .get(f)
+                .ok_or_else(|| anyhow!("HF_HUB_OFFLINE is set and {repo}/{f} is not in the Hugging Face cache ({})", cache.path().display()))?;
             dir.get_or_insert_with(|| p.parent().map(Path::to_path_buf).unwrap_or_default());
         }
     } else {
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .with_progress(true)
-            .build()
-            .context("setting up the Hugging Face client")?;
+        let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().context("setting up the Hugging Face client")?;
         let r = api.repo(hf_repo);
         for f in files {
-            let p = r
-                .get(f)
-                .with_context(|| format!("downloading {repo}/{f} from Hugging Face (set HF_HUB_OFFLINE=1 to use the cache only)"))?;
+            let p = r.get(f).with_context(|| format!("downloading {repo}/{f} from Hugging Face (set HF_HUB_OFFLINE=1 to use the cache only)"))?;
             dir.get_or_insert_with(|| p.parent().map(Path::to_path_buf).unwrap_or_default());
         }
     }

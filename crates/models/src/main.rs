@@ -74,7 +74,13 @@ fn run() -> Result<()> {
                     Some(r) => format!("hf:{r}"),
                     None => m.packages.iter().map(|p| format!("{}:{}=={}", p.registry, p.name, p.version)).collect::<Vec<_>>().join(" + "),
                 };
-                let state = if m.hf_repo.is_some() { "hf cache" } else if fetcher.cached(&m.id).is_some() { "cached" } else { "-" };
+                let state = if m.hf_repo.is_some() {
+                    "hf cache"
+                } else if fetcher.cached(&m.id).is_some() {
+                    "cached"
+                } else {
+                    "-"
+                };
                 println!("{:<24} {:<8} {:<9} {}", m.id, m.kind, state, source);
             }
         }

@@ -83,20 +83,16 @@ pub fn decode(bytes: &[u8], max_duration_secs: f64) -> Result<Pcm, AudioError> {
         .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
         .map_err(|e| AudioError::Unsupported(short(&e)))?;
     let mut format = probed.format;
-    let track = format
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
+    let track =
+        format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or_else(|| AudioError::Unsupported("no audio track".into()))?;
     let track_id = track.id;
     if let Some(sr) = track.codec_params.sample_rate {
         if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sr) {
             return Err(AudioError::BadSampleRate(sr));
         }
     }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| AudioError::Unsupported(short(&e)))?;
+    let mut decoder =
+        symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).map_err(|e| AudioError::Unsupported(short(&e)))?;
 
     let mut mono: Vec<f32> = Vec::new();
     let mut sample_rate = track.codec_params.sample_rate.unwrap_or(0);
@@ -250,14 +246,10 @@ pub fn check_wav_header(b: &[u8]) -> Result<(), AudioError> {
             if !streamed(size) {
                 let available = len - body;
                 if size > available {
-                    return Err(AudioError::Truncated(format!(
-                        "the header announces {size} bytes of samples but only {available} follow"
-                    )));
+                    return Err(AudioError::Truncated(format!("the header announces {size} bytes of samples but only {available} follow")));
                 }
                 if block_align > 0 && !size.is_multiple_of(block_align as usize) && size + 1 < available {
-                    return Err(AudioError::BadHeader(format!(
-                        "data size {size} is not a whole number of {block_align}-byte frames"
-                    )));
+                    return Err(AudioError::BadHeader(format!("data size {size} is not a whole number of {block_align}-byte frames")));
                 }
             }
             break;
@@ -270,18 +262,11 @@ pub fn check_wav_header(b: &[u8]) -> Result<(), AudioError> {
         }
     }
     if !saw_data {
-        return Err(if fmt.is_none() {
-            AudioError::Truncated("no fmt chunk".into())
-        } else {
-            AudioError::Truncated("no data chunk".into())
-        });
+        return Err(if fmt.is_none() { AudioError::Truncated("no fmt chunk".into()) } else { AudioError::Truncated("no data chunk".into()) });
     }
     if !streamed(riff_size) && riff_size + 8 > len + 1 && riff_size + 8 - len > 8 {
         // A RIFF size that promises more than the file holds, beyond padding slack.
-        return Err(AudioError::Truncated(format!(
-            "the RIFF header announces {} bytes but the file has {len}",
-            riff_size + 8
-        )));
+        return Err(AudioError::Truncated(format!("the RIFF header announces {} bytes but the file has {len}", riff_size + 8)));
     }
     Ok(())
 }
@@ -308,14 +293,10 @@ fn validate_fmt(tag: u16, channels: u16, rate: u32, byte_rate: u32, block_align:
     }
     let expected_align = channels as u32 * bits as u32 / 8;
     if block_align as u32 != expected_align {
-        return Err(AudioError::BadHeader(format!(
-            "block align {block_align} does not match {channels} channels x {bits} bits"
-        )));
+        return Err(AudioError::BadHeader(format!("block align {block_align} does not match {channels} channels x {bits} bits")));
     }
     if byte_rate != rate * expected_align {
-        return Err(AudioError::BadHeader(format!(
-            "byte rate {byte_rate} does not match {rate} Hz x {expected_align}-byte frames"
-        )));
+        return Err(AudioError::BadHeader(format!("byte rate {byte_rate} does not match {rate} Hz x {expected_align}-byte frames")));
     }
     Ok(())
 }
@@ -333,8 +314,7 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     let chunk = 1024usize;
     let expected = (samples.len() as u64 * to as u64).div_ceil(from as u64) as usize;
     if from as u64 / g <= 1000 {
-        let r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1)
-            .map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
+        let r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1).map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
         run_resampler(r, samples, expected)
     } else {
         let params = SincInterpolationParameters {
@@ -344,8 +324,8 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
             oversampling_factor: 128,
             window: WindowFunction::BlackmanHarris2,
         };
-        let r = SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, chunk, 1)
-            .map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
+        let r =
+            SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, chunk, 1).map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
         run_resampler(r, samples, expected)
     }
 }
@@ -360,12 +340,8 @@ fn run_resampler<R: Resampler<f32>>(mut resampler: R, samples: &[f32], expected:
         let need = resampler.input_frames_next();
         let end = (pos + need).min(samples.len());
         let block = &samples[pos..end];
-        let res = if block.len() == need {
-            resampler.process(&[block], None)
-        } else {
-            resampler.process_partial(Some(&[block]), None)
-        }
-        .map_err(err)?;
+        let res =
+            if block.len() == need { resampler.process(&[block], None) } else { resampler.process_partial(Some(&[block]), None) }.map_err(err)?;
         out.extend_from_slice(&res[0]);
         pos = end;
     }
@@ -401,10 +377,7 @@ pub fn s16le_to_f32(bytes: &[u8]) -> Vec<f32> {
 
 /// Little-endian f32 PCM bytes to samples; non-finite values become 0.
 pub fn f32le_to_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| sanitize(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-        .collect()
+    bytes.chunks_exact(4).map(|c| sanitize(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
 }
 
 /// A minimal WAV writer (PCM 16-bit or float 32-bit), used by tests and tools.
@@ -440,9 +413,7 @@ mod tests {
     use super::*;
 
     fn tone(rate: u32, secs: f32, freq: f32) -> Vec<f32> {
-        (0..(rate as f32 * secs) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
-            .collect()
+        (0..(rate as f32 * secs) as usize).map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
     }
 
     #[test]

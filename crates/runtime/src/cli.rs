@@ -188,10 +188,8 @@ fn find_config_path(args: &[OsString], prefix: &str) -> Option<PathBuf> {
 
 /// Read a flat TOML table into flag-id -> value strings.
 fn load_toml_defaults(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
         let value = match v {
@@ -199,11 +197,7 @@ fn load_toml_defaults(path: &std::path::Path) -> Result<BTreeMap<String, String>
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
-            other => bail!(
-                "config file {}: key `{k}` must be a string, number or boolean, got {}",
-                path.display(),
-                other.type_str()
-            ),
+            other => bail!("config file {}: key `{k}` must be a string, number or boolean, got {}", path.display(), other.type_str()),
         };
         out.insert(k.replace('-', "_"), value);
     }

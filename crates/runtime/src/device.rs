@@ -47,9 +47,7 @@ impl FromStr for DeviceSpec {
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => {
                 if let Some(n) = t.strip_prefix("cuda:") {
-                    n.parse()
-                        .map(Self::Cuda)
-                        .map_err(|_| format!("`{s}`: the CUDA ordinal must be a number, e.g. cuda:0"))
+                    n.parse().map(Self::Cuda).map_err(|_| format!("`{s}`: the CUDA ordinal must be a number, e.g. cuda:0"))
                 } else {
                     Err(format!("unknown device `{s}` (use auto, cpu, cuda or cuda:N)"))
                 }
@@ -255,9 +253,7 @@ pub fn is_device_error(err: &anyhow::Error) -> bool {
         return true;
     }
     let text = format!("{err:#}");
-    ["CUDA", "cuda", "cublas", "CUBLAS", "DriverError", "out of memory", "OUT_OF_MEMORY"]
-        .iter()
-        .any(|needle| text.contains(needle))
+    ["CUDA", "cuda", "cublas", "CUBLAS", "DriverError", "out of memory", "OUT_OF_MEMORY"].iter().any(|needle| text.contains(needle))
 }
 
 type Loader<M> = Box<dyn Fn(&Device) -> Result<M> + Send + Sync>;
@@ -321,11 +317,8 @@ impl<M: Send + Sync + 'static> ModelSlot<M> {
     pub fn run<R>(&self, f: impl Fn(&M, &Device) -> Result<R>) -> Result<R> {
         if !self.state.is_degraded() {
             let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-            let outcome = if self.fault_at == Some(n) {
-                Err(anyhow::Error::new(SimulatedDeviceFault))
-            } else {
-                f(&self.primary, &self.primary_device.device)
-            };
+            let outcome =
+                if self.fault_at == Some(n) { Err(anyhow::Error::new(SimulatedDeviceFault)) } else { f(&self.primary, &self.primary_device.device) };
             match outcome {
                 Ok(r) => return Ok(r),
                 Err(e) if is_device_error(&e) => {

@@ -60,12 +60,9 @@ impl ApiError {
     }
 
     pub fn model_not_found(model: &str, available: &[String]) -> Self {
-        Self::not_found(format!(
-            "The model `{model}` does not exist or is not served here. Available: {}",
-            available.join(", ")
-        ))
-        .with_param("model")
-        .with_code("model_not_found")
+        Self::not_found(format!("The model `{model}` does not exist or is not served here. Available: {}", available.join(", ")))
+            .with_param("model")
+            .with_code("model_not_found")
     }
 
     /// 413: body, audio or text over a configured limit.
@@ -107,12 +104,7 @@ impl ApiError {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(&ErrorBody {
-            error: ErrorDetail {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param.as_deref(),
-                code: self.code,
-            },
+            error: ErrorDetail { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
         })
         .unwrap_or_else(|_| "{\"error\":{\"message\":\"error\"}}".into())
     }

@@ -6,14 +6,11 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 5 ms to 2 minutes: fits both a token and a long transcription.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,44 +55,20 @@ impl Metrics {
         let registry = Registry::new();
         let ns = namespace.clone();
         let opts = |name: &str, help: &str| Opts::new(name, help).namespace(ns.clone());
-        let hopts = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).namespace(ns.clone()).buckets(LATENCY_BUCKETS.to_vec())
-        };
-        let http_requests = IntCounterVec::new(
-            opts("http_requests_total", "HTTP requests by route, method and status code"),
-            &["route", "method", "status"],
-        )?;
-        let http_duration = HistogramVec::new(
-            hopts("http_request_duration_seconds", "HTTP request latency by route"),
-            &["route"],
-        )?;
-        let grpc_requests = IntCounterVec::new(
-            opts("grpc_requests_total", "gRPC calls by method and status code"),
-            &["method", "code"],
-        )?;
-        let grpc_duration = HistogramVec::new(
-            hopts("grpc_request_duration_seconds", "gRPC call latency by method"),
-            &["method"],
-        )?;
+        let hopts = |name: &str, help: &str| HistogramOpts::new(name, help).namespace(ns.clone()).buckets(LATENCY_BUCKETS.to_vec());
+        let http_requests =
+            IntCounterVec::new(opts("http_requests_total", "HTTP requests by route, method and status code"), &["route", "method", "status"])?;
+        let http_duration = HistogramVec::new(hopts("http_request_duration_seconds", "HTTP request latency by route"), &["route"])?;
+        let grpc_requests = IntCounterVec::new(opts("grpc_requests_total", "gRPC calls by method and status code"), &["method", "code"])?;
+        let grpc_duration = HistogramVec::new(hopts("grpc_request_duration_seconds", "gRPC call latency by method"), &["method"])?;
         let in_flight = IntGauge::with_opts(opts("in_flight_requests", "Requests being served now (HTTP and gRPC)"))?;
         let queue_depth = IntGauge::with_opts(opts("queue_depth", "Requests waiting for a model slot"))?;
-        let rejected = IntCounterVec::new(
-            opts("rejected_requests_total", "Requests refused by backpressure or limits, by reason"),
-            &["reason"],
-        )?;
-        let model_load_seconds = GaugeVec::new(
-            opts("model_load_seconds", "Time it took to load the model"),
-            &["model", "device"],
-        )?;
-        let device_info = IntGaugeVec::new(
-            opts("device_info", "1 for the device the model runs on now"),
-            &["device", "requested"],
-        )?;
+        let rejected = IntCounterVec::new(opts("rejected_requests_total", "Requests refused by backpressure or limits, by reason"), &["reason"])?;
+        let model_load_seconds = GaugeVec::new(opts("model_load_seconds", "Time it took to load the model"), &["model", "device"])?;
+        let device_info = IntGaugeVec::new(opts("device_info", "1 for the device the model runs on now"), &["device", "requested"])?;
         let degraded = IntGauge::with_opts(opts("degraded", "1 after a GPU failure made the service fall back to the CPU"))?;
-        let device_errors = IntCounterVec::new(
-            opts("device_errors_total", "GPU errors seen, by device and phase (load, request)"),
-            &["device", "phase"],
-        )?;
+        let device_errors =
+            IntCounterVec::new(opts("device_errors_total", "GPU errors seen, by device and phase (load, request)"), &["device", "phase"])?;
         let cpu_retries = IntCounter::with_opts(opts("cpu_fallback_requests_total", "Requests served by the CPU copy after a GPU failure"))?;
         let ready = IntGauge::with_opts(opts("ready", "1 when the model is loaded and the service accepts work"))?;
 
@@ -139,18 +112,13 @@ impl Metrics {
     }
 
     pub fn new_histogram(&self, name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
-        let h = Histogram::with_opts(
-            HistogramOpts::new(name, help).namespace(self.namespace()).buckets(buckets.to_vec()),
-        )?;
+        let h = Histogram::with_opts(HistogramOpts::new(name, help).namespace(self.namespace()).buckets(buckets.to_vec()))?;
         self.registry.register(Box::new(h.clone()))?;
         Ok(h)
     }
 
     pub fn new_histogram_vec(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> prometheus::Result<HistogramVec> {
-        let h = HistogramVec::new(
-            HistogramOpts::new(name, help).namespace(self.namespace()).buckets(buckets.to_vec()),
-            labels,
-        )?;
+        let h = HistogramVec::new(HistogramOpts::new(name, help).namespace(self.namespace()).buckets(buckets.to_vec()), labels)?;
         self.registry.register(Box::new(h.clone()))?;
         Ok(h)
     }

@@ -84,12 +84,8 @@ impl WorkQueue {
             self.metrics.rejected.with_label_values(&["queue_full"]).inc();
             return Err(ApiError::overloaded(self.retry_after()));
         }
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::unavailable("the service is shutting down", Duration::from_secs(5)))?;
+        let permit =
+            self.slots.clone().acquire_owned().await.map_err(|_| ApiError::unavailable("the service is shutting down", Duration::from_secs(5)))?;
         drop(guard);
         Ok(WorkPermit { _permit: permit })
     }

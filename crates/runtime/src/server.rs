@@ -49,12 +49,7 @@ pub struct Readiness {
 
 impl Readiness {
     fn new() -> Self {
-        Self {
-            ready: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
-            model: Mutex::new(None),
-            failure: Mutex::new(None),
-        }
+        Self { ready: AtomicBool::new(false), shutting_down: AtomicBool::new(false), model: Mutex::new(None), failure: Mutex::new(None) }
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
@@ -88,15 +83,7 @@ impl ServiceContext {
         let metrics = Metrics::new(spec.name).context("registering metrics")?;
         let device_state = DeviceState::new(args.device, metrics.clone());
         let queue = WorkQueue::new(args.max_concurrency, args.max_queue, metrics.clone());
-        Ok(Self {
-            spec,
-            args,
-            metrics,
-            device_state,
-            readiness: Arc::new(Readiness::new()),
-            queue,
-            shutdown: CancellationToken::new(),
-        })
+        Ok(Self { spec, args, metrics, device_state, readiness: Arc::new(Readiness::new()), queue, shutdown: CancellationToken::new() })
     }
 
     pub fn requested_device(&self) -> DeviceSpec {
@@ -134,10 +121,7 @@ impl ServiceContext {
         let (status, code) = if r.is_shutting_down() {
             ("shutting_down", StatusCode::SERVICE_UNAVAILABLE)
         } else if let Some(f) = r.failure.lock().unwrap().clone() {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "failed", "error": f, "device": dev}),
-            );
+            return (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "failed", "error": f, "device": dev}));
         } else if r.ready.load(Ordering::SeqCst) {
             ("ready", StatusCode::OK)
         } else {
@@ -277,17 +261,13 @@ async fn wait_for_signal() -> &'static str {
 
 fn build_router(ctx: &ServiceContext, api: Router) -> Router {
     let limit = ctx.args.max_body_bytes as usize;
-    let api = api
-        .layer(DefaultBodyLimit::max(limit.max(1)))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), limits_and_metrics));
+    let api = api.layer(DefaultBodyLimit::max(limit.max(1))).route_layer(middleware::from_fn_with_state(ctx.clone(), limits_and_metrics));
     let ops = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(ctx.clone());
-    api.merge(ops).fallback(|| async {
-        ApiError::not_found("no such route; see README.md for the API").into_response()
-    })
+    api.merge(ops).fallback(|| async { ApiError::not_found("no such route; see README.md for the API").into_response() })
 }
 
 async fn readyz(State(ctx): State<ServiceContext>) -> Response {
@@ -302,20 +282,12 @@ async fn metrics_text(State(ctx): State<ServiceContext>) -> Response {
 /// Per API request: refuse bodies over the limit by Content-Length before reading them, bound
 /// the whole request in time, and count it.
 async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let start = Instant::now();
     let m = &ctx.metrics;
 
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let response = if declared.is_some_and(|n| n > ctx.args.max_body_bytes) {
         m.rejected.with_label_values(&["body_too_large"]).inc();
         ApiError::too_large(format!(
@@ -342,9 +314,7 @@ async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, nex
         m.in_flight.dec();
         r
     };
-    m.http_requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
-        .inc();
+    m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
     m.http_duration.with_label_values(&[&route]).observe(start.elapsed().as_secs_f64());
     response
 }
@@ -380,12 +350,7 @@ where
             let res = fut.await;
             metrics.in_flight.dec();
             let code = match &res {
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "0".into()),
+                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(|s| s.to_string()).unwrap_or_else(|| "0".into()),
                 Err(_) => "transport".into(),
             };
             metrics.grpc_requests.with_label_values(&[&method, &code]).inc();

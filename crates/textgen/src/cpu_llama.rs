@@ -77,7 +77,7 @@ fn read_tensor<R: Read + Seek>(ct: &gguf_file::Content, r: &mut R, name: &str) -
     let dims = info.shape.dims().to_vec();
     let elems: usize = dims.iter().product();
     let bs = info.ggml_dtype.block_size();
-    if elems % bs != 0 {
+    if !elems.is_multiple_of(bs) {
         bail!("tensor `{name}`: {elems} elements is not a whole number of blocks");
     }
     let bytes = elems / bs * info.ggml_dtype.type_size();
@@ -316,9 +316,8 @@ impl CpuLlama {
             let kvh = h / group;
             let qh = &q[i * nh * hd + h * hd..i * nh * hd + (h + 1) * hd];
             let t = past + i + 1;
-            let mut scores: Vec<f32> = (0..t)
-                .map(|j| voice_kernels::gemv::dot_f32(&kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], qh))
-                .collect();
+            let mut scores: Vec<f32> =
+                (0..t).map(|j| voice_kernels::gemv::dot_f32(&kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd], qh)).collect();
             voice_kernels::math::softmax_row(&mut scores, scale);
             o.fill(0.0);
             for (j, p) in scores.iter().enumerate() {

@@ -58,7 +58,11 @@ pub struct Usage {
 pub enum Event {
     /// New text (never splits a UTF-8 character, never contains a stop string).
     Text(String),
-    Done { reason: FinishReason, usage: Usage, time_to_first_token: Option<Duration> },
+    Done {
+        reason: FinishReason,
+        usage: Usage,
+        time_to_first_token: Option<Duration>,
+    },
     Error(String),
 }
 
@@ -130,10 +134,7 @@ impl Engine {
             worker_cfg.max_batch = 1;
         }
         let worker = Worker { model: model.clone(), cfg: worker_cfg, pending: pending.clone(), observer: observer.clone() };
-        std::thread::Builder::new()
-            .name("textgen-scheduler".into())
-            .spawn(move || worker.run(rx))
-            .expect("spawning the scheduler thread");
+        std::thread::Builder::new().name("textgen-scheduler".into()).spawn(move || worker.run(rx)).expect("spawning the scheduler thread");
         Self { tx, pending, cfg, model, observer }
     }
 
@@ -267,11 +268,7 @@ impl Worker {
         let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated };
         let decode_secs = a.first_token_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.observer.finished(usage, decode_secs);
-        let _ = a.job.events.send(Event::Done {
-            reason,
-            usage,
-            time_to_first_token: a.first_token_at.map(|t| t - a.job.enqueued),
-        });
+        let _ = a.job.events.send(Event::Done { reason, usage, time_to_first_token: a.first_token_at.map(|t| t - a.job.enqueued) });
         a.done = true;
     }
 
@@ -393,11 +390,8 @@ impl Worker {
         let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated };
         let decode_secs = a.first_token_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.observer.finished(usage, decode_secs);
-        let _ = a.job.events.send(Event::Done {
-            reason: FinishReason::Stop,
-            usage,
-            time_to_first_token: a.first_token_at.map(|t| t - a.job.enqueued),
-        });
+        let _ =
+            a.job.events.send(Event::Done { reason: FinishReason::Stop, usage, time_to_first_token: a.first_token_at.map(|t| t - a.job.enqueued) });
         a.done = true;
     }
 }

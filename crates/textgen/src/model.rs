@@ -87,8 +87,7 @@ pub fn estimate_bytes(dir: &Path, context: usize, sequences: usize) -> Result<u6
         .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .sum();
     // KV cache in the weights' 16-bit type, from the Hugging Face config.
-    let cfg: serde_json::Value =
-        fs::read(dir.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let cfg: serde_json::Value = fs::read(dir.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let get = |k: &str| cfg[k].as_u64().unwrap_or(0);
     let heads = get("num_attention_heads").max(1);
     let heads_kv = cfg["num_key_value_heads"].as_u64().unwrap_or(heads);
@@ -140,9 +139,7 @@ impl LoadedModel {
         }
         let use_cpu_llama = device.is_cpu() && crate::cpu_llama::can_load(&ct) && std::env::var("VOICE_LLM_CANDLE_CPU").is_err();
         let template = match arch.as_str() {
-            "llama" | "mistral" if use_cpu_llama => {
-                Arch::Cpu(std::sync::Arc::new(crate::cpu_llama::CpuLlama::load(&ct, &mut f, context)?))
-            }
+            "llama" | "mistral" if use_cpu_llama => Arch::Cpu(std::sync::Arc::new(crate::cpu_llama::CpuLlama::load(&ct, &mut f, context)?)),
             "llama" | "mistral" => Arch::Llama(ct::quantized_llama::ModelWeights::from_gguf(ct, &mut f, device)?),
             "qwen2" => Arch::Qwen2(std::sync::Arc::new(std::sync::Mutex::new(ct::quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, device)?))),
             "qwen3" => Arch::Qwen3(ct::quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, device)?),
@@ -167,20 +164,16 @@ impl LoadedModel {
         let cfg: serde_json::Value = serde_json::from_str(&cfg_text)?;
         let model_type = cfg["model_type"].as_str().unwrap_or("").to_string();
         let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-        let mut files: Vec<_> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
+        let mut files: Vec<_> =
+            fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
         files.sort();
         if files.is_empty() {
             bail!("{} has config.json but no .safetensors", dir.display());
         }
         // Safety: read-only memory maps of files the cache does not rewrite in place.
         let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-        let tc: serde_json::Value = fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+        let tc: serde_json::Value =
+            fs::read_to_string(dir.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         let tok_str = |v: &serde_json::Value| v.as_str().map(String::from).or_else(|| v["content"].as_str().map(String::from));
         let bos = tok_str(&tc["bos_token"]);
         let eos = tok_str(&tc["eos_token"]);

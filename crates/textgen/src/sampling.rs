@@ -75,11 +75,7 @@ impl Sampler {
                 }
             }
         }
-        let tok = if p.temperature <= 0.0 {
-            argmax(logits)
-        } else {
-            self.sample_random(logits)
-        };
+        let tok = if p.temperature <= 0.0 { argmax(logits) } else { self.sample_random(logits) };
         *self.counts.entry(tok).or_default() += 1;
         tok
     }

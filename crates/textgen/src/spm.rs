@@ -76,7 +76,7 @@ impl SpmTokenizer {
             .filter(|(i, p)| matches!(types.get(*i), Some(&TYPE_CONTROL) | Some(&TYPE_USER_DEFINED)) && !p.is_empty())
             .map(|(i, p)| (p.clone(), i as u32))
             .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         Self { pieces, scores, types, map, bytes, unk, add_space_prefix, specials }
     }
 
@@ -167,7 +167,9 @@ impl SpmTokenizer {
         }
         while let Some(b) = queue.pop() {
             let left = b.left;
-            let Some(right) = symbols[left].next else { continue };
+            let Some(right) = symbols[left].next else {
+                continue;
+            };
             // Skip stale entries (one side already merged into something else).
             if symbols[left].len == 0 || symbols[right].len == 0 || symbols[left].len + symbols[right].len != b.len {
                 continue;
@@ -204,7 +206,9 @@ impl SpmTokenizer {
     pub fn decode(&self, ids: &[u32], keep_special: bool) -> String {
         let mut bytes: Vec<u8> = Vec::new();
         for &id in ids {
-            let Some(piece) = self.pieces.get(id as usize) else { continue };
+            let Some(piece) = self.pieces.get(id as usize) else {
+                continue;
+            };
             match self.types.get(id as usize).copied().unwrap_or(TYPE_NORMAL) {
                 TYPE_BYTE => {
                     if let Some(b) = piece.strip_prefix("<0x").and_then(|s| s.strip_suffix('>')).and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -230,7 +234,26 @@ mod tests {
             pieces.push(format!("<0x{b:02X}>"));
             types.push(TYPE_BYTE);
         }
-        for p in ["\u{2581}", "h", "e", "l", "o", "he", "ll", "hell", "hello", "\u{2581}hello", "w", "r", "d", "wo", "wor", "worl", "world", "\u{2581}world"] {
+        for p in [
+            "\u{2581}",
+            "h",
+            "e",
+            "l",
+            "o",
+            "he",
+            "ll",
+            "hell",
+            "hello",
+            "\u{2581}hello",
+            "w",
+            "r",
+            "d",
+            "wo",
+            "wor",
+            "worl",
+            "world",
+            "\u{2581}world",
+        ] {
             pieces.push(p.into());
             types.push(TYPE_NORMAL);
         }

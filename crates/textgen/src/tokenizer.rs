@@ -14,7 +14,7 @@ use crate::spm::{SpmTokenizer, TYPE_CONTROL};
 #[derive(Debug, Clone)]
 enum Inner {
     Hf(Box<tokenizers::Tokenizer>),
-    Spm(SpmTokenizer),
+    Spm(Box<SpmTokenizer>),
 }
 
 #[derive(Debug, Clone)]
@@ -42,11 +42,7 @@ fn meta_u32(md: &HashMap<String, Value>, key: &str) -> Option<u32> {
 
 fn meta_strings(md: &HashMap<String, Value>, key: &str) -> Result<Vec<String>> {
     let v = meta(md, key).ok_or_else(|| anyhow!("GGUF metadata lacks `{key}`"))?;
-    v.to_vec()
-        .map_err(|e| anyhow!("`{key}`: {e}"))?
-        .iter()
-        .map(|x| x.to_string().cloned().map_err(|e| anyhow!("`{key}`: {e}")))
-        .collect()
+    v.to_vec().map_err(|e| anyhow!("`{key}`: {e}"))?.iter().map(|x| x.to_string().cloned().map_err(|e| anyhow!("`{key}`: {e}"))).collect()
 }
 
 impl TextTokenizer {
@@ -72,11 +68,7 @@ impl TextTokenizer {
 
     /// From GGUF metadata.
     pub fn from_gguf(md: &HashMap<String, Value>) -> Result<Self> {
-        let model = meta(md, "tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-            .unwrap_or("gpt2")
-            .to_string();
+        let model = meta(md, "tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("gpt2").to_string();
         let tokens = meta_strings(md, "tokenizer.ggml.tokens")?;
         let types: Vec<i32> = match meta(md, "tokenizer.ggml.token_type") {
             Some(v) => v.to_vec().map_err(|e| anyhow!("{e}"))?.iter().map(|x| x.to_i32().unwrap_or(1)).collect(),
@@ -98,9 +90,11 @@ impl TextTokenizer {
                 };
                 let unk = meta_u32(md, "tokenizer.ggml.unknown_token_id").unwrap_or(0);
                 let space_prefix = meta(md, "tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
-                Inner::Spm(SpmTokenizer::new(tokens.clone(), scores, types.clone(), unk, space_prefix))
+                Inner::Spm(Box::new(SpmTokenizer::new(tokens.clone(), scores, types.clone(), unk, space_prefix)))
             }
-            other => bail!("unsupported tokenizer type `{other}` in GGUF (gpt2 and llama are supported)"),
+            other => {
+                bail!("unsupported tokenizer type `{other}` in GGUF (gpt2 and llama are supported)")
+            }
         };
         let piece = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize)).cloned().unwrap_or_default();
         let mut stop: Vec<u32> = eos.into_iter().collect();
@@ -162,7 +156,9 @@ fn pre_tokenizer(pre: &str) -> serde_json::Value {
     let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
     match pre {
         // SmolLM / StarCoder: every digit on its own, then GPT-2's split.
-        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [split("\\p{N}"), byte_level(true)]}),
+        "smollm" | "starcoder" | "refact" => {
+            json!({"type": "Sequence", "pretokenizers": [split("\\p{N}"), byte_level(true)]})
+        }
         "qwen2" | "deepseek-llm" => json!({"type": "Sequence", "pretokenizers": [
             split("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
             byte_level(false)]}),
@@ -174,8 +170,7 @@ fn pre_tokenizer(pre: &str) -> serde_json::Value {
 }
 
 fn byte_level_bpe(tokens: &[String], types: &[i32], merges: &[String], pre: &str) -> Result<tokenizers::Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let added: Vec<serde_json::Value> = tokens
         .iter()
         .enumerate()

@@ -12,8 +12,7 @@ fn model_dir(id: &str) -> PathBuf {
 
 fn smollm() -> Arc<LoadedModel> {
     static M: std::sync::OnceLock<Arc<LoadedModel>> = std::sync::OnceLock::new();
-    M.get_or_init(|| Arc::new(LoadedModel::load("smollm2-135m-instruct", &model_dir("smollm2-135m-instruct"), &Device::Cpu, 2048).unwrap()))
-        .clone()
+    M.get_or_init(|| Arc::new(LoadedModel::load("smollm2-135m-instruct", &model_dir("smollm2-135m-instruct"), &Device::Cpu, 2048).unwrap())).clone()
 }
 
 fn collect(mut h: Handle) -> (String, FinishReason, voice_textgen::Usage) {
@@ -43,7 +42,13 @@ fn chat_prompt(m: &LoadedModel, q: &str) -> Vec<u32> {
 fn smollm2_tokenizer_round_trips() {
     let m = smollm();
     assert_eq!(m.info.architecture, "llama");
-    for text in ["Hello, world!", "The year 2026 had 365 days.", "naïve café — ünïcødé 漢字 🙂", "  spaces   and\ttabs\nnewlines  ", "<|im_start|>user\nhi<|im_end|>"] {
+    for text in [
+        "Hello, world!",
+        "The year 2026 had 365 days.",
+        "naïve café — ünïcødé 漢字 🙂",
+        "  spaces   and\ttabs\nnewlines  ",
+        "<|im_start|>user\nhi<|im_end|>",
+    ] {
         let ids = m.tokenizer.encode(text).unwrap();
         assert!(!ids.is_empty());
         let back = voice_textgen::tokenizer::TextTokenizer::decode(&m.tokenizer, &ids).unwrap();
@@ -64,7 +69,8 @@ fn smollm2_knows_the_capital_of_france() {
     let m = smollm();
     let engine = Engine::start(m.clone(), EngineConfig::default(), None);
     let prompt = plain_chatml(&m, "What is the capital of France?");
-    let h = engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 40, ..Default::default() } }).unwrap();
+    let h =
+        engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 40, ..Default::default() } }).unwrap();
     let (text, reason, usage) = collect(h);
     assert!(text.contains("Paris"), "{text}");
     // The model's own chat template is what renders chat requests: it injects the default
@@ -82,14 +88,20 @@ fn stop_strings_max_tokens_and_context() {
     let m = smollm();
     let engine = Engine::start(m.clone(), EngineConfig::default(), None);
     let prompt = plain_chatml(&m, "What is the capital of France?");
-    let h = engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 40, stop: vec!["Paris".into()], ..Default::default() } }).unwrap();
+    let h = engine
+        .submit(GenerateRequest {
+            prompt_tokens: prompt.clone(),
+            params: SamplingParams { max_tokens: 40, stop: vec!["Paris".into()], ..Default::default() },
+        })
+        .unwrap();
     let (text, reason, _) = collect(h);
     assert!(!text.contains("Paris") && !text.is_empty(), "{text}");
     assert_eq!(reason, FinishReason::Stop);
     let h = engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 3, ..Default::default() } }).unwrap();
     let (_, reason, usage) = collect(h);
     assert_eq!((reason, usage.completion_tokens), (FinishReason::Length, 3));
-    let err = engine.submit(GenerateRequest { prompt_tokens: prompt, params: SamplingParams { max_tokens: 5000, ..Default::default() } }).err().unwrap();
+    let err =
+        engine.submit(GenerateRequest { prompt_tokens: prompt, params: SamplingParams { max_tokens: 5000, ..Default::default() } }).err().unwrap();
     assert!(err.to_string().contains("exceeds the context"), "{err}");
 }
 
@@ -99,14 +111,14 @@ fn seeded_sampling_is_reproducible_and_sequences_interleave() {
     let engine = Engine::start(m.clone(), EngineConfig { max_batch: 4, ..Default::default() }, None);
     let prompt = chat_prompt(&m, "Write a short poem about the sea.");
     let params = SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(42), max_tokens: 30, ..Default::default() };
-    let handles: Vec<Handle> = (0..3)
-        .map(|_| engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: params.clone() }).unwrap())
-        .collect();
+    let handles: Vec<Handle> =
+        (0..3).map(|_| engine.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: params.clone() }).unwrap()).collect();
     let outs: Vec<String> = handles.into_iter().map(|h| collect(h).0).collect();
     assert!(outs.iter().all(|o| o == &outs[0]), "same seed, same text: {outs:?}");
     // A cancelled sequence frees its slot: with one slot, the second request still completes.
     let one = Engine::start(m.clone(), EngineConfig { max_batch: 1, ..Default::default() }, None);
-    let long = one.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 1000, ..Default::default() } }).unwrap();
+    let long =
+        one.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 1000, ..Default::default() } }).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(long);
     let h = one.submit(GenerateRequest { prompt_tokens: prompt, params: SamplingParams { max_tokens: 5, ..Default::default() } }).unwrap();
@@ -151,7 +163,8 @@ fn greedy_text_matches_llama_cpp() {
         let want: Vec<u32> = row["prompt_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(prompt, want, "prompt tokens differ from llama.cpp's for {:?}", row["prompt"]);
         let n = row["greedy_tokens"].as_array().unwrap().len();
-        handles.push(engine.submit(GenerateRequest { prompt_tokens: prompt, params: SamplingParams { max_tokens: n, ..Default::default() } }).unwrap());
+        handles
+            .push(engine.submit(GenerateRequest { prompt_tokens: prompt, params: SamplingParams { max_tokens: n, ..Default::default() } }).unwrap());
     }
     let mut report = vec![];
     let mut full = 0;
@@ -163,7 +176,11 @@ fn greedy_text_matches_llama_cpp() {
         report.push(format!("{common:>3}/{:<3} ours {ours:?} llama.cpp {theirs:?}", theirs.chars().count()));
     }
     eprintln!("{}", report.join("\n"));
-    assert!(report.iter().all(|r| r.trim_start().split('/').next().unwrap().parse::<usize>().unwrap() >= 5), "diverges at once:\n{}", report.join("\n"));
+    assert!(
+        report.iter().all(|r| r.trim_start().split('/').next().unwrap().parse::<usize>().unwrap() >= 5),
+        "diverges at once:\n{}",
+        report.join("\n")
+    );
     assert!(full * 2 >= rows.len(), "most continuations should match llama.cpp entirely:\n{}", report.join("\n"));
 }
 

@@ -99,10 +99,7 @@ impl Ct2Index {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut c = Cursor { b: bytes, pos: 0 };
         let binary_version = c.u32().context("reading the header")?;
-        ensure!(
-            (4..=6).contains(&binary_version),
-            "CTranslate2 binary version {binary_version} is not supported (4 to 6 are)"
-        );
+        ensure!((4..=6).contains(&binary_version), "CTranslate2 binary version {binary_version} is not supported (4 to 6 are)");
         let spec = c.string()?;
         let spec_revision = c.u32()?;
         let n = c.u32()? as usize;
@@ -171,14 +168,9 @@ impl Ct2Index {
             Ct2DType::I8 => {
                 let q: Vec<f32> = raw.iter().map(|&b| b as i8 as f32).collect();
                 let q = Tensor::from_vec(q, v.dims.as_slice(), &Device::Cpu)?;
-                let scale = self
-                    .tensor(bytes, &format!("{name}_scale"), DType::F32)
-                    .with_context(|| format!("int8 variable `{name}` without a scale"))?;
-                let scale = if v.dims.len() == 2 && scale.elem_count() == v.dims[0] {
-                    scale.reshape((v.dims[0], 1))?
-                } else {
-                    scale
-                };
+                let scale =
+                    self.tensor(bytes, &format!("{name}_scale"), DType::F32).with_context(|| format!("int8 variable `{name}` without a scale"))?;
+                let scale = if v.dims.len() == 2 && scale.elem_count() == v.dims[0] { scale.reshape((v.dims[0], 1))? } else { scale };
                 q.broadcast_div(&scale)?
             }
             other => bail!("variable `{name}` has dtype {other:?}, not a float tensor"),
@@ -223,12 +215,8 @@ mod tests {
         let f: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         let q: Vec<u8> = [10i8, -20, 30, 40].iter().map(|&x| x as u8).collect();
         let sc: Vec<u8> = [10.0f32, 20.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let bytes = build(&[
-            ("w", &[2, 2], 0, &f),
-            ("q/weight", &[2, 2], 1, &q),
-            ("q/weight_scale", &[2], 0, &sc),
-            ("heads", &[], 2, &6i16.to_le_bytes()),
-        ]);
+        let bytes =
+            build(&[("w", &[2, 2], 0, &f), ("q/weight", &[2, 2], 1, &q), ("q/weight_scale", &[2], 0, &sc), ("heads", &[], 2, &6i16.to_le_bytes())]);
         let idx = Ct2Index::parse(&bytes).unwrap();
         assert_eq!(idx.spec, "WhisperSpec");
         assert_eq!(idx.scalar_int(&bytes, "heads").unwrap(), 6);

@@ -195,14 +195,7 @@ pub fn decode_window(
     }
     let text = tok.decode_text(&sampled)?;
     let avg_logprob = sum_logprob / (sampled.len() + 1) as f64;
-    Ok(WindowResult {
-        compression_ratio: compression_ratio(&text),
-        tokens: sampled,
-        text,
-        avg_logprob,
-        no_speech_prob,
-        temperature,
-    })
+    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature })
 }
 
 /// Which of Whisper's logit rules apply at this step (decided from the tokens sampled so far).
@@ -375,8 +368,7 @@ fn pick(masked: &Tensor, ts_begin: usize, timestamps: bool, temperature: f32, rn
     let ts_max = ts_lp.max_keepdim(D::Minus1)?;
     let ts_mass = (ts_lp.broadcast_sub(&ts_max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &ts_max)?;
     let text_max = logprobs.narrow(1, 0, ts_begin)?.max_keepdim(D::Minus1)?;
-    let v = Tensor::cat(&[&best.to_dtype(DType::F32)?, &best_lp, &ts_best, &ts_best_lp, &ts_mass, &text_max], 1)?
-        .to_vec2::<f32>()?;
+    let v = Tensor::cat(&[&best.to_dtype(DType::F32)?, &best_lp, &ts_best, &ts_best_lp, &ts_mass, &text_max], 1)?.to_vec2::<f32>()?;
     let [b, blp, t, tlp, mass, text] = [v[0][0], v[0][1], v[0][2], v[0][3], v[0][4], v[0][5]];
     // When the timestamps together are likelier than any single text token, sample a timestamp
     // (openai-whisper's ApplyTimestampRules); its log-probability is then renormalised over them.

@@ -44,18 +44,15 @@ pub struct Utterance {
     pub reference: String,
 }
 
-pub const JFK_REFERENCE: &str =
-    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 
 /// Debian `pocketsphinx-testdata`'s LibriVox utterances (override the directory with
 /// `VOICE_LIBRIVOX_DIR`) plus the JFK sample.
 pub fn standard_set(jfk_wav: &Path) -> Result<Vec<Utterance>> {
-    let dir = std::env::var_os("VOICE_LIBRIVOX_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/pocketsphinx/test/data/librivox"));
-    let listing = std::fs::read_to_string(dir.join("transcription")).with_context(|| {
-        format!("reading {}/transcription (install Debian's pocketsphinx-testdata)", dir.display())
-    })?;
+    let dir =
+        std::env::var_os("VOICE_LIBRIVOX_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/share/pocketsphinx/test/data/librivox"));
+    let listing = std::fs::read_to_string(dir.join("transcription"))
+        .with_context(|| format!("reading {}/transcription (install Debian's pocketsphinx-testdata)", dir.display()))?;
     let mut set = vec![Utterance { name: "jfk".into(), wav: jfk_wav.to_path_buf(), reference: JFK_REFERENCE.into() }];
     for line in listing.lines().filter(|l| !l.trim().is_empty()) {
         // "<s> words </s> (file-id)"

@@ -52,14 +52,7 @@ impl WhisperModel {
             begin_suppress = tokenizer.encode(" ")?;
         }
         let masks = decode::Masks::new(&tokenizer, cfg.vocab_size, &cfg.suppress_tokens, &begin_suppress, device)?;
-        Ok(Self {
-            name: name.to_string(),
-            mel: mel::MelFrontEnd::new(cfg.num_mel_bins),
-            tokenizer,
-            masks,
-            model,
-            device: device.clone(),
-        })
+        Ok(Self { name: name.to_string(), mel: mel::MelFrontEnd::new(cfg.num_mel_bins), tokenizer, masks, model, device: device.clone() })
     }
 
     /// Expected device memory for a model directory on a GPU (float16 weights plus working

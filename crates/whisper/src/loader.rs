@@ -78,10 +78,8 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded<'static>
         Format::CTranslate2 => load_ct2(dir, &files, dtype, device),
         Format::Safetensors => {
             let cfg_path = dir.join("config.json");
-            let config: WhisperConfig = serde_json::from_slice(
-                &fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?,
-            )
-            .with_context(|| format!("parsing {} as a Hugging Face Whisper config", cfg_path.display()))?;
+            let config: WhisperConfig = serde_json::from_slice(&fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?)
+                .with_context(|| format!("parsing {} as a Hugging Face Whisper config", cfg_path.display()))?;
             // Safety: the files are memory-mapped read-only; the cache does not rewrite them in place.
             let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
             Ok(Loaded { config, vb })
@@ -113,15 +111,11 @@ pub fn ct2_tensors(dir: &Path, files: &[PathBuf], dtype: DType) -> Result<(Whisp
         Err(_) => Ct2Config::default(),
     };
 
-    let dims = |name: &str| -> Result<Vec<usize>> {
-        Ok(idx.get(name).ok_or_else(|| anyhow!("model.bin lacks `{name}`"))?.dims.clone())
-    };
+    let dims = |name: &str| -> Result<Vec<usize>> { Ok(idx.get(name).ok_or_else(|| anyhow!("model.bin lacks `{name}`"))?.dims.clone()) };
     let conv1 = dims("encoder/conv1/weight")?;
     ensure!(conv1.len() == 3, "encoder/conv1/weight must be 3-D");
     let d = conv1[0];
-    let count_layers = |prefix: &str| {
-        (0..).take_while(|i| idx.get(&format!("{prefix}/layer_{i}/self_attention/linear_0/weight")).is_some()).count()
-    };
+    let count_layers = |prefix: &str| (0..).take_while(|i| idx.get(&format!("{prefix}/layer_{i}/self_attention/linear_0/weight")).is_some()).count();
     let enc_heads = idx.scalar_int(&bytes, "encoder/num_heads").unwrap_or(d as i64 / 64) as usize;
     let dec_heads = idx.scalar_int(&bytes, "decoder/num_heads").unwrap_or(enc_heads as i64) as usize;
     ensure!(enc_heads > 0 && d % enc_heads == 0 && dec_heads > 0 && d % dec_heads == 0, "implausible head counts");

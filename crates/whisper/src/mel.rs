@@ -53,9 +53,7 @@ impl MelFilters {
         let sr = SAMPLE_RATE as f64;
         let fftfreqs: Vec<f64> = (0..N_FREQS).map(|i| i as f64 * sr / N_FFT as f64).collect();
         let (mmin, mmax) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
-        let mel_f: Vec<f64> = (0..n_mels + 2)
-            .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
-            .collect();
+        let mel_f: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64)).collect();
         let mut rows = Vec::with_capacity(n_mels);
         for m in 0..n_mels {
             let (lo, mid, hi) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
@@ -92,9 +90,7 @@ impl std::fmt::Debug for MelFrontEnd {
 
 impl MelFrontEnd {
     pub fn new(n_mels: usize) -> Self {
-        let window = (0..N_FFT)
-            .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32)
-            .collect();
+        let window = (0..N_FFT).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32).collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
         Self { filters: MelFilters::new(n_mels), window, fft }
     }
@@ -144,9 +140,7 @@ impl MelFrontEnd {
                     *x = reflect(start + k as isize) * self.window[k];
                 }
             }
-            self.fft
-                .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
-                .expect("FFT buffers have the planned sizes");
+            self.fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).expect("FFT buffers have the planned sizes");
             for (p, c) in power.iter_mut().zip(spectrum.iter()) {
                 *p = c.re * c.re + c.im * c.im;
             }

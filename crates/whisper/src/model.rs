@@ -38,7 +38,9 @@ impl WhisperConfig {
         let d = self.d_model;
         let enc_layer = 4 * d * d + 8 * d * d + 13 * d;
         let dec_layer = 8 * d * d + 8 * d * d + 20 * d;
-        self.num_mel_bins * d * 3 + d * d * 3 + self.max_source_positions * d
+        self.num_mel_bins * d * 3
+            + d * d * 3
+            + self.max_source_positions * d
             + self.encoder_layers * enc_layer
             + self.decoder_layers * dec_layer
             + self.vocab_size * d
@@ -127,7 +129,13 @@ impl CrossAttention {
         let w = Tensor::cat(&[&k.w, &v.w], 0)?;
         let vbias = v.b.expect("v has a bias");
         let b = Tensor::cat(&[&vbias.zeros_like()?, &vbias], 0)?;
-        Ok(Self { q: linear(d, d, true, vb.pp("q_proj"))?, kv: Lin { w, b: Some(b), w16: None }, out: linear(d, d, true, vb.pp("out_proj"))?, n_head, d })
+        Ok(Self {
+            q: linear(d, d, true, vb.pp("q_proj"))?,
+            kv: Lin { w, b: Some(b), w16: None },
+            out: linear(d, d, true, vb.pp("out_proj"))?,
+            n_head,
+            d,
+        })
     }
 
     /// Keys and values of the encoder output (column slices of one tensor), once per window.

@@ -9,12 +9,11 @@ use tokenizers::Tokenizer;
 
 /// Whisper's language codes in token order (`<|en|>` is the first language token).
 pub const LANGUAGES: &[&str] = &[
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi", "fi",
-    "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml",
-    "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs",
-    "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am",
-    "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
-    "ha", "ba", "jw", "su", "yue",
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi", "fi", "vi", "he", "uk", "el", "ms",
+    "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
+    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be",
+    "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha",
+    "ba", "jw", "su", "yue",
 ];
 
 #[derive(Debug, Clone)]
@@ -47,10 +46,7 @@ impl WhisperTokenizer {
         let id = |t: &str| inner.token_to_id(t);
         let need = |t: &str| id(t).ok_or_else(|| anyhow!("tokenizer.json has no `{t}` token: not a Whisper tokenizer?"));
         let no_timestamps = need("<|notimestamps|>")?;
-        let languages = LANGUAGES
-            .iter()
-            .filter_map(|code| id(&format!("<|{code}|>")).map(|i| (*code, i)))
-            .collect();
+        let languages = LANGUAGES.iter().filter_map(|code| id(&format!("<|{code}|>")).map(|i| (*code, i))).collect();
         Ok(Self {
             eot: need("<|endoftext|>")?,
             sot: need("<|startoftranscript|>")?,

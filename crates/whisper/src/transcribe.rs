@@ -183,12 +183,7 @@ impl WhisperModel {
         let idx = Tensor::new(ids.as_slice(), &self.device)?;
         let lang_logits = logits.index_select(&idx, 1)?;
         let probs = candle_nn::ops::softmax(&lang_logits, D::Minus1)?.squeeze(0)?.to_vec1::<f32>()?;
-        let (best, p) = probs
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, p)| (i, *p))
-            .unwrap_or((0, 0.0));
+        let (best, p) = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, p)| (i, *p)).unwrap_or((0, 0.0));
         Ok((tok.languages[best].0, p))
     }
 
@@ -196,9 +191,7 @@ impl WhisperModel {
         let tok = &self.tokenizer;
         let mut seq = vec![tok.sot];
         if tok.is_multilingual() {
-            let lang = tok
-                .language_token(language)
-                .ok_or_else(|| anyhow::Error::new(UnknownLanguage(language.to_string())))?;
+            let lang = tok.language_token(language).ok_or_else(|| anyhow::Error::new(UnknownLanguage(language.to_string())))?;
             seq.push(lang);
             let task_tok = match task {
                 Task::Transcribe => tok.transcribe,
@@ -217,17 +210,9 @@ impl WhisperModel {
         opts: &TranscribeOptions,
         cancel: Cancel,
     ) -> Result<WindowResult> {
-        let temperatures: Vec<f32> = if opts.temperature > 0.0 {
-            vec![opts.temperature]
-        } else {
-            vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-        };
-        let dopts = DecodeOptions {
-            timestamps: opts.timestamps,
-            suppress_blank: true,
-            max_new_tokens: self.model.decoder.n_ctx / 2,
-            seed: opts.seed,
-        };
+        let temperatures: Vec<f32> = if opts.temperature > 0.0 { vec![opts.temperature] } else { vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0] };
+        let dopts =
+            DecodeOptions { timestamps: opts.timestamps, suppress_blank: true, max_new_tokens: self.model.decoder.n_ctx / 2, seed: opts.seed };
         let mut tried: Vec<WindowResult> = Vec::new();
         for &t in &temperatures {
             let r = decode_window(&self.model, &self.tokenizer, &self.masks, features, prompt, sot_sequence, &dopts, t, cancel)?;
@@ -241,16 +226,9 @@ impl WhisperModel {
         }
         // Every temperature failed a check: keep the likeliest among those that are not
         // repetitive, else the likeliest overall (faster-whisper's choice).
-        let below: Vec<&WindowResult> = tried
-            .iter()
-            .filter(|r| opts.compression_ratio_threshold.is_none_or(|c| r.compression_ratio <= c))
-            .collect();
+        let below: Vec<&WindowResult> = tried.iter().filter(|r| opts.compression_ratio_threshold.is_none_or(|c| r.compression_ratio <= c)).collect();
         let pool: Vec<&WindowResult> = if below.is_empty() { tried.iter().collect() } else { below };
-        Ok(pool
-            .into_iter()
-            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
-            .cloned()
-            .expect("at least one temperature was tried"))
+        Ok(pool.into_iter().max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob)).cloned().expect("at least one temperature was tried"))
     }
 
     /// Cut a window's tokens into timestamped segments; returns how many mel frames to advance.

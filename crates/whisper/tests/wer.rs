@@ -62,9 +62,7 @@ fn safetensors_layout_matches_ctranslate2() {
     let (format, _) = voice_whisper::loader::weight_files(&dir).unwrap();
     assert_eq!(format, voice_whisper::loader::Format::Safetensors);
 
-    let jfk = voice_runtime::audio::decode_to_rate(&std::fs::read(model_dir("jfk-sample").join("jfk.wav")).unwrap(), 16_000, 60.0)
-        .unwrap()
-        .samples;
+    let jfk = voice_runtime::audio::decode_to_rate(&std::fs::read(model_dir("jfk-sample").join("jfk.wav")).unwrap(), 16_000, 60.0).unwrap().samples;
     let a = WhisperModel::load("ct2", &src, &Device::Cpu).unwrap().transcribe(&jfk, &Default::default(), &|| false).unwrap();
     let b = WhisperModel::load("hf", &dir, &Device::Cpu).unwrap().transcribe(&jfk, &Default::default(), &|| false).unwrap();
     assert_eq!(a.text, b.text);
@@ -76,9 +74,7 @@ fn safetensors_layout_matches_ctranslate2() {
 #[test]
 fn long_audio_uses_sliding_windows() {
     let m = WhisperModel::load("whisper-tiny.en", &model_dir("whisper-tiny.en"), &Device::Cpu).unwrap();
-    let jfk = voice_runtime::audio::decode_to_rate(&std::fs::read(model_dir("jfk-sample").join("jfk.wav")).unwrap(), 16_000, 60.0)
-        .unwrap()
-        .samples;
+    let jfk = voice_runtime::audio::decode_to_rate(&std::fs::read(model_dir("jfk-sample").join("jfk.wav")).unwrap(), 16_000, 60.0).unwrap().samples;
     let long: Vec<f32> = (0..4).flat_map(|_| jfk.iter().copied()).collect(); // 44 s
     let t = m.transcribe(&long, &Default::default(), &|| false).unwrap();
     assert!(t.segments.len() >= 4, "{:?}", t.segments);

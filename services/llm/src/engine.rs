@@ -27,7 +27,11 @@ impl LlmMetrics {
         let active = IntGauge::with_opts(prometheus::Opts::new("active_sequences", "Sequences being generated now").namespace(m.namespace()))?;
         m.registry.register(Box::new(active.clone()))?;
         Ok(Self {
-            ttft: m.new_histogram("time_to_first_token_seconds", "From request admission to the first generated token", voice_runtime::metrics::LATENCY_BUCKETS)?,
+            ttft: m.new_histogram(
+                "time_to_first_token_seconds",
+                "From request admission to the first generated token",
+                voice_runtime::metrics::LATENCY_BUCKETS,
+            )?,
             itl: m.new_histogram(
                 "inter_token_latency_seconds",
                 "Time between two generated tokens of one sequence",
@@ -90,7 +94,7 @@ impl LlmEngine {
         match requested.map(str::trim) {
             None | Some("") => Ok(()),
             Some(m) if m == self.model_id => Ok(()),
-            Some(m) => Err(ApiError::model_not_found(m, &[self.model_id.clone()])),
+            Some(m) => Err(ApiError::model_not_found(m, std::slice::from_ref(&self.model_id))),
         }
     }
 

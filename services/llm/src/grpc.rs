@@ -49,11 +49,8 @@ impl TextGeneration for LlmGrpc {
             }
             Prompt::Text(r.prompt)
         } else {
-            let msgs: Vec<InMessage> = r
-                .messages
-                .into_iter()
-                .map(|m| InMessage { role: m.role, content: Some(ContentField::Text(m.content)) })
-                .collect();
+            let msgs: Vec<InMessage> =
+                r.messages.into_iter().map(|m| InMessage { role: m.role, content: Some(ContentField::Text(m.content)) }).collect();
             Prompt::Chat(chat_messages(&msgs)?)
         };
         let tokens = engine.prompt_tokens(prompt).await?;

@@ -93,7 +93,9 @@ impl Meta {
                 }
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
             }
-            Kind::Text => json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}),
+            Kind::Text => {
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
         };
         json!({"id": self.id, "object": self.object(true), "created": self.created, "model": self.model, "choices": [choice]})
     }
@@ -166,8 +168,12 @@ async fn respond(mut handle: Handle, meta: Meta, stream: bool, echo: String) -> 
             Some(Event::Done { reason, usage, .. }) => {
                 let reason = serde_json::to_value(reason).unwrap_or(json!("stop"));
                 let choice = match meta.kind {
-                    Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason}),
-                    Kind::Text => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason}),
+                    Kind::Chat => {
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason})
+                    }
+                    Kind::Text => {
+                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason})
+                    }
                 };
                 return Ok(Json(json!({
                     "id": meta.id, "object": meta.object(false), "created": meta.created, "model": meta.model,

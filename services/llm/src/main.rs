@@ -83,9 +83,8 @@ fn load_engine(state: &AppState) -> Result<engine::LlmEngine> {
     let estimate = voice_textgen::model::estimate_bytes(&dir, args.context_length.max(1), args.max_batch.max(1))?;
     let chosen = select_device(sa.device);
     let ctx_len = args.context_length;
-    let (model, device) = load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| {
-        LoadedModel::load(&id, &dir, d, ctx_len)
-    })?;
+    let (model, device) =
+        load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| LoadedModel::load(&id, &dir, d, ctx_len))?;
     state.ctx.device_state.set_primary(&device.label);
     tracing::info!(model = %id, architecture = %model.info.architecture, context = model.info.context_length,
         chat_template = if model.chat.is_fallback { "chatml (fallback)" } else { "model's own" }, "LLM ready");

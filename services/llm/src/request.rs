@@ -136,9 +136,7 @@ pub fn sampling_params(s: &Sampling, default_max_tokens: usize) -> Result<Sampli
     }
     let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
         None => default_max_tokens,
-        Some(m) if m < 1 => {
-            return Err(ApiError::bad_request(format!("max_tokens must be at least 1, got {m}")).with_param("max_tokens"))
-        }
+        Some(m) if m < 1 => return Err(ApiError::bad_request(format!("max_tokens must be at least 1, got {m}")).with_param("max_tokens")),
         Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
     };
     let temperature = range("temperature", s.temperature, 0.0, 2.0)?.unwrap_or(1.0) as f32;
@@ -151,10 +149,7 @@ pub fn sampling_params(s: &Sampling, default_max_tokens: usize) -> Result<Sampli
         Some(k) => k as usize,
         None => 0,
     };
-    let seed = match s.seed {
-        Some(x) => Some(x as u64),
-        None => None,
-    };
+    let seed = s.seed.map(|x| x as u64);
     let stop: Vec<String> = match &s.stop {
         None => vec![],
         Some(StopField::One(x)) => vec![x.clone()],
@@ -190,10 +185,8 @@ pub fn chat_messages(msgs: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                 "user" => "user",
                 "assistant" => "assistant",
                 other => {
-                    return Err(ApiError::bad_request(format!(
-                        "messages[{i}].role `{other}` is not supported (system, developer, user, assistant)"
-                    ))
-                    .with_param(format!("messages[{i}].role")))
+                    return Err(ApiError::bad_request(format!("messages[{i}].role `{other}` is not supported (system, developer, user, assistant)"))
+                        .with_param(format!("messages[{i}].role")))
                 }
             };
             let content = match &m.content {

@@ -99,7 +99,8 @@ fn stop_strings_are_never_emitted() {
     let prompt = plain_chatml("What is the capital of France?");
     for stop in [json!("Paris"), json!(["is Par", "zzz"])] {
         for stream in [false, true] {
-            let r = post_json(base(), "/v1/completions", &json!({"prompt": prompt, "max_tokens": 30, "temperature": 0, "stop": stop, "stream": stream}));
+            let r =
+                post_json(base(), "/v1/completions", &json!({"prompt": prompt, "max_tokens": 30, "temperature": 0, "stop": stop, "stream": stream}));
             let text = if stream {
                 sse_chunks(&r.2).iter().filter_map(|c| c["choices"].get(0)?["text"].as_str().map(String::from)).collect()
             } else {
@@ -138,17 +139,32 @@ fn bad_inputs_are_clear_4xx() {
         ("unknown role", post_json(base(), "/v1/chat/completions", &json!({"messages": [{"role": "wizard", "content": "hi"}]})), 400, "wizard"),
         ("unknown model", post_json(base(), "/v1/chat/completions", &json!({"model": "gpt-5", "messages": msgs})), 404, "gpt-5"),
         ("negative max_tokens", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "max_tokens": -5})), 400, "max_tokens"),
-        ("zero max_completion_tokens", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "max_completion_tokens": 0})), 400, "max_tokens"),
+        (
+            "zero max_completion_tokens",
+            post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "max_completion_tokens": 0})),
+            400,
+            "max_tokens",
+        ),
         ("huge max_tokens", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "max_tokens": 10_000_000_000i64})), 400, "context"),
         ("temperature too high", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "temperature": 5})), 400, "temperature"),
         ("temperature negative", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "temperature": -0.1})), 400, "temperature"),
         ("top_p out of range", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "top_p": 1.5})), 400, "top_p"),
         ("too many stops", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "stop": ["a", "b", "c", "d", "e"]})), 400, "stop"),
         ("wrong type", post_json(base(), "/v1/chat/completions", &json!({"messages": "hi"})), 400, "invalid request body"),
-        ("image content", post_json(base(), "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})), 400, "image_url"),
+        (
+            "image content",
+            post_json(base(), "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})),
+            400,
+            "image_url",
+        ),
         ("n > 1", post_json(base(), "/v1/chat/completions", &json!({"messages": msgs, "n": 2})), 400, "n = 1"),
         ("empty prompt", post_json(base(), "/v1/completions", &json!({"prompt": ""})), 400, "prompt"),
-        ("invalid UTF-8", post_body(&url, "application/json", b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec()), 400, "UTF-8"),
+        (
+            "invalid UTF-8",
+            post_body(&url, "application/json", b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}".to_vec()),
+            400,
+            "UTF-8",
+        ),
     ];
     for (what, r, status, needle) in &cases {
         assert_eq!(r.0, *status, "{what}: {} {}", r.0, r.2);
@@ -174,7 +190,10 @@ fn megabyte_prompt_is_refused_with_context_error() {
     // Over the body limit (4 MB) is a 413 before any parsing.
     let (status, body) = raw_request(
         base(),
-        &format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", 8 << 20),
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            8 << 20
+        ),
         b"{",
     );
     assert_eq!(status, 413, "{body}");
@@ -218,7 +237,8 @@ fn client_disconnect_mid_stream_cancels() {
 
 #[test]
 fn eight_concurrent_streams_complete() {
-    let prompts = ["Name a color.", "Name a fruit.", "Name an animal.", "Name a country.", "Name a planet.", "Name a sport.", "Name a city.", "Name a tool."];
+    let prompts =
+        ["Name a color.", "Name a fruit.", "Name an animal.", "Name a country.", "Name a planet.", "Name a sport.", "Name a city.", "Name a tool."];
     // Reference texts, one at a time, greedy.
     let want: Vec<String> =
         prompts.iter().map(|p| ok_json(&chat(&chat_body(p, 24, false)))["choices"][0]["message"]["content"].as_str().unwrap().to_string()).collect();

@@ -53,7 +53,11 @@ async fn collect(c: &mut TextGenerationClient<tonic::transport::Channel>, req: p
 #[tokio::test]
 async fn generate_streams_deltas_like_http() {
     let mut c = client().await;
-    let (deltas, last) = collect(&mut c, pb::GenerateRequest { prompt: plain_chatml("What is the capital of France?"), max_tokens: 30, ..question("", 0) }.without_messages()).await;
+    let (deltas, last) = collect(
+        &mut c,
+        pb::GenerateRequest { prompt: plain_chatml("What is the capital of France?"), max_tokens: 30, ..question("", 0) }.without_messages(),
+    )
+    .await;
     let text: String = deltas.concat();
     assert!(text.contains("Paris"), "{text}");
     assert!(deltas.len() > 3);
@@ -90,7 +94,7 @@ async fn contract_errors_are_statuses() {
         (question("hi", 1_000_000), tonic::Code::InvalidArgument, "context"),
     ];
     for (req, code, needle) in cases {
-        let err = c.generate(req).await.err().expect("an error status");
+        let err = c.generate(req).await.expect_err("an error status");
         assert_eq!(err.code(), code, "{err:?}");
         assert!(err.message().contains(needle), "{:?} lacks {needle:?}", err.message());
     }

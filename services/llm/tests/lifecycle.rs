@@ -19,7 +19,11 @@ fn cuda_init_failure_falls_back_to_cpu_and_logs_json() {
     assert_eq!(r["status"], "ready");
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
-    let v = ok_json(&post_json(&s.http, "/v1/completions", &json!({"prompt": plain_chatml("What is the capital of France?"), "max_tokens": 12, "temperature": 0})));
+    let v = ok_json(&post_json(
+        &s.http,
+        "/v1/completions",
+        &json!({"prompt": plain_chatml("What is the capital of France?"), "max_tokens": 12, "temperature": 0}),
+    ));
     assert!(v["choices"][0]["text"].as_str().unwrap().contains("Paris"));
     assert_eq!(metric(&s.http, "voice_llm_device_info", "device=\"cpu\",requested=\"cuda:0\""), 1.0);
     // Every log line is one JSON object.

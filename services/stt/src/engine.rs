@@ -92,8 +92,7 @@ impl SttEngine {
             Err(ApiError::bad_request(format!("model `{}` is English-only; language `{code}` is not supported", self.model_id))
                 .with_param("language"))
         } else {
-            Err(ApiError::bad_request(format!("unknown language `{code}` (use an ISO-639-1 code such as en, de, fr)"))
-                .with_param("language"))
+            Err(ApiError::bad_request(format!("unknown language `{code}` (use an ISO-639-1 code such as en, de, fr)")).with_param("language"))
         }
     }
 

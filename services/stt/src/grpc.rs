@@ -14,9 +14,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use voice_proto::stt::v1::{
-    self as pb, speech_to_text_server::SpeechToText, streaming_recognize_request::Request as StreamReq,
-};
+use voice_proto::stt::v1::{self as pb, speech_to_text_server::SpeechToText, streaming_recognize_request::Request as StreamReq};
 use voice_runtime::{audio, ApiError};
 use voice_whisper::{Task, TranscribeOptions};
 
@@ -91,10 +89,7 @@ impl SpeechToText for SttGrpc {
         let engine = self.state.engine()?;
         let mut inbound = req.into_inner();
         // The first message must configure the stream.
-        let first = inbound
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty stream: send StreamingConfig first"))??;
+        let first = inbound.next().await.ok_or_else(|| Status::invalid_argument("empty stream: send StreamingConfig first"))??;
         let config = match first.request {
             Some(StreamReq::Config(c)) => c,
             _ => return Err(Status::invalid_argument("the first message must be StreamingConfig")),
@@ -127,9 +122,7 @@ impl SpeechToText for SttGrpc {
     async fn list_models(&self, _req: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
         let engine = self.state.engine()?;
         let device = self.state.ctx.device_state.status().device;
-        Ok(Response::new(pb::ListModelsResponse {
-            models: vec![pb::ModelInfo { id: engine.model_id.clone(), loaded: true, device }],
-        }))
+        Ok(Response::new(pb::ListModelsResponse { models: vec![pb::ModelInfo { id: engine.model_id.clone(), loaded: true, device }] }))
     }
 }
 
@@ -194,10 +187,7 @@ impl Session {
                         }
                         utterance += 1;
                         since_partial = 0;
-                    } else if self.interim
-                        && since_partial >= self.partial_every
-                        && partial.as_ref().is_none_or(|h| h.is_finished())
-                    {
+                    } else if self.interim && since_partial >= self.partial_every && partial.as_ref().is_none_or(|h| h.is_finished()) {
                         since_partial = 0;
                         let pcm = match self.to_16k(&buf) {
                             Ok(p) => Arc::new(p),
@@ -268,7 +258,12 @@ impl Session {
         buf.clear();
         let audio_seconds = pcm.len() as f64 / 16_000.0;
         let result = if pcm.is_empty() {
-            Ok(voice_whisper::Transcript { text: String::new(), language: self.language.clone().unwrap_or_default(), duration: 0.0, segments: vec![] })
+            Ok(voice_whisper::Transcript {
+                text: String::new(),
+                language: self.language.clone().unwrap_or_default(),
+                duration: 0.0,
+                segments: vec![],
+            })
         } else {
             self.engine.transcribe(Arc::new(pcm), self.opts(false)).await
         };

@@ -85,12 +85,8 @@ async fn handle(st: AppState, mp: Multipart, task: Task) -> Result<Response, Api
     let limit = st.ctx.args.max_body_bytes;
     let form = read_form(mp, limit).await?;
     engine.check_model(&form.model)?;
-    let format: ResponseFormat = form
-        .response_format
-        .as_deref()
-        .unwrap_or("json")
-        .parse()
-        .map_err(|e: String| ApiError::bad_request(e).with_param("response_format"))?;
+    let format: ResponseFormat =
+        form.response_format.as_deref().unwrap_or("json").parse().map_err(|e: String| ApiError::bad_request(e).with_param("response_format"))?;
     let temperature = match form.temperature.as_deref() {
         None | Some("") => 0.0,
         Some(t) => t
@@ -101,17 +97,16 @@ async fn handle(st: AppState, mp: Multipart, task: Task) -> Result<Response, Api
     };
     for g in &form.granularities {
         if g != "segment" {
-            return Err(ApiError::bad_request(format!("timestamp granularity `{g}` is not supported (segment is)"))
-                .with_param("timestamp_granularities[]"));
+            return Err(
+                ApiError::bad_request(format!("timestamp granularity `{g}` is not supported (segment is)")).with_param("timestamp_granularities[]")
+            );
         }
     }
     engine.check_language(form.language.as_deref())?;
     if task == Task::Translate && !engine.multilingual {
         return Err(ApiError::bad_request(format!("model `{}` is English-only and cannot translate", engine.model_id)));
     }
-    let file = form
-        .file
-        .ok_or_else(|| ApiError::bad_request("missing multipart field `file` (the audio)").with_param("file"))?;
+    let file = form.file.ok_or_else(|| ApiError::bad_request("missing multipart field `file` (the audio)").with_param("file"))?;
 
     let max_secs = st.args.max_audio_seconds;
     let pcm = tokio::task::spawn_blocking(move || audio::decode_to_rate(&file, 16_000, max_secs))
@@ -126,13 +121,7 @@ async fn handle(st: AppState, mp: Multipart, task: Task) -> Result<Response, Api
             }
         })?;
 
-    let opts = TranscribeOptions {
-        language: form.language,
-        task,
-        initial_prompt: form.prompt,
-        temperature,
-        ..Default::default()
-    };
+    let opts = TranscribeOptions { language: form.language, task, initial_prompt: form.prompt, temperature, ..Default::default() };
     let transcript = engine.transcribe(Arc::new(pcm.samples), opts).await?;
     let task_name = if task == Task::Translate { "translate" } else { "transcribe" };
     let body = format.render(&transcript, task_name);

@@ -63,10 +63,7 @@ impl AppState {
     /// The engine, or 503 while the model loads / when shutting down.
     pub fn engine(&self) -> Result<Arc<engine::SttEngine>, ApiError> {
         self.ctx.ensure_ready()?;
-        self.engine
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading", std::time::Duration::from_secs(5)))
+        self.engine.get().cloned().ok_or_else(|| ApiError::unavailable("the model is still loading", std::time::Duration::from_secs(5)))
     }
 }
 
@@ -80,14 +77,9 @@ fn load_engine(state: &AppState) -> Result<engine::SttEngine> {
     let id = resolved.id.clone();
     let estimate = WhisperModel::estimate_gpu_bytes(&dir)?;
     let chosen = select_device(args.device);
-    let (model, device) = load_with_fallback(&chosen, &id, estimate, args.gpu_memory_budget, &state.ctx.metrics, |d| {
-        WhisperModel::load(&id, &dir, d)
-    })?;
-    let languages: Vec<&'static str> = if model.is_multilingual() {
-        model.tokenizer.languages.iter().map(|(c, _)| *c).collect()
-    } else {
-        vec!["en"]
-    };
+    let (model, device) =
+        load_with_fallback(&chosen, &id, estimate, args.gpu_memory_budget, &state.ctx.metrics, |d| WhisperModel::load(&id, &dir, d))?;
+    let languages: Vec<&'static str> = if model.is_multilingual() { model.tokenizer.languages.iter().map(|(c, _)| *c).collect() } else { vec!["en"] };
     let multilingual = model.is_multilingual();
     let (id2, dir2) = (id.clone(), dir.clone());
     let slot = ModelSlot::new(model, device, state.ctx.device_state.clone(), move |d| WhisperModel::load(&id2, &dir2, d));
@@ -109,10 +101,7 @@ async fn main() -> Result<()> {
         ctx: ctx.clone(),
         args: Arc::new(args.clone()),
         engine: Arc::new(OnceLock::new()),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     };
     let listeners = Listeners::bind(&args.service, true).await?;
 

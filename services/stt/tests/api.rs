@@ -102,7 +102,8 @@ fn compressed_containers() {
     std::fs::create_dir_all(&dir).unwrap();
     let src = jfk_path();
     let run = |prog: &str, args: &[&str]| {
-        let st = Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog} is required (apt-get install flac lame vorbis-tools): {e}"));
+        let st =
+            Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("{prog} is required (apt-get install flac lame vorbis-tools): {e}"));
         assert!(st.status.success(), "{prog} failed: {}", String::from_utf8_lossy(&st.stderr));
     };
     let s = src.to_str().unwrap();
@@ -153,7 +154,8 @@ fn bad_inputs_are_clear_4xx_and_the_service_keeps_serving() {
     let (status, body) = raw_request(base(), &head, b"--XX\r\n");
     assert_error(&(status, Default::default(), body), 413, "exceeds");
     // The same without a Content-Length (chunked): refused once 8 MB have been read.
-    let head = "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XX\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head =
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XX\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut body = Vec::new();
     let part = b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n";
     body.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());

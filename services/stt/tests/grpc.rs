@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio_stream::StreamExt;
-use voice_proto::stt::v1::{
-    self as pb, speech_to_text_client::SpeechToTextClient, streaming_recognize_request::Request as Req,
-};
+use voice_proto::stt::v1::{self as pb, speech_to_text_client::SpeechToTextClient, streaming_recognize_request::Request as Req};
 
 const ARGS: &[&str] = &["--model", "whisper-tiny.en", "--max-concurrency", "2"];
 
@@ -20,11 +18,7 @@ async fn client() -> SpeechToTextClient<tonic::transport::Channel> {
 #[tokio::test]
 async fn unary_transcribe_with_segments() {
     let mut c = client().await;
-    let r = c
-        .transcribe(pb::TranscribeRequest { audio: jfk_bytes(), timestamps: true, ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.transcribe(pb::TranscribeRequest { audio: jfk_bytes(), timestamps: true, ..Default::default() }).await.unwrap().into_inner();
     assert_jfk(&r.text);
     assert_eq!(r.model, "whisper-tiny.en");
     assert_eq!(r.language, "en");
@@ -41,10 +35,7 @@ async fn unary_errors_are_statuses() {
     let mut c = client().await;
     let e = c.transcribe(pb::TranscribeRequest { audio: vec![1, 2, 3], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
-    let e = c
-        .transcribe(pb::TranscribeRequest { audio: jfk_bytes(), model: "nope".into(), ..Default::default() })
-        .await
-        .unwrap_err();
+    let e = c.transcribe(pb::TranscribeRequest { audio: jfk_bytes(), model: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
 }
 
@@ -68,16 +59,12 @@ async fn streaming_partials_then_finals() {
         };
         tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Config(cfg)) }).await.unwrap();
         for chunk in pcm48k.chunks(4800) {
-            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) })
-                .await
-                .unwrap();
+            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) }).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tx.send(pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance {})) }).await.unwrap();
         for chunk in first_half.chunks(4800) {
-            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) })
-                .await
-                .unwrap();
+            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) }).await.unwrap();
         }
         // Dropping the sender ends the stream: the server finalises the second utterance.
     });

@@ -34,9 +34,9 @@ fn cuda_init_failure_falls_back_to_cpu() {
     assert!(s.log_text().contains("falling back to the CPU"), "{}", s.log_text());
     let m = metrics(&s);
     assert_eq!(metric_value(&m, "voice_stt_device_info{device=\"cpu\",requested=\"cuda:0\"}"), 1.0);
-    assert_jfk(serde_json::from_str::<serde_json::Value>(&transcribe(&s.http, Some((jfk_bytes(), "a.wav")), &[]).2).unwrap()["text"]
-        .as_str()
-        .unwrap());
+    assert_jfk(
+        serde_json::from_str::<serde_json::Value>(&transcribe(&s.http, Some((jfk_bytes(), "a.wav")), &[]).2).unwrap()["text"].as_str().unwrap(),
+    );
 }
 
 #[test]

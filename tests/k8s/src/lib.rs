@@ -133,17 +133,9 @@ pub fn parse_docs(text: &str) -> Vec<Doc> {
 /// `kubectl kustomize <repo>/<dir>`.
 pub fn render(dir: &str) -> Vec<Doc> {
     let path = repo_root().join(dir);
-    let out = Command::new(kubectl())
-        .arg("kustomize")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("running kubectl kustomize {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new(kubectl()).arg("kustomize").arg(&path).output().unwrap_or_else(|e| panic!("running kubectl kustomize {}: {e}", path.display()));
+    assert!(out.status.success(), "kubectl kustomize {} failed:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
     parse_docs(&String::from_utf8(out.stdout).expect("kustomize output is UTF-8"))
 }
 
@@ -195,7 +187,13 @@ pub fn strict<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
 /// `spec.template.spec.containers.0.name` (serde_ignored's own Display adds `?` for every Option).
 fn path_string(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
-    let join = |parent: String, seg: String| if parent.is_empty() { seg } else { format!("{parent}.{seg}") };
+    let join = |parent: String, seg: String| {
+        if parent.is_empty() {
+            seg
+        } else {
+            format!("{parent}.{seg}")
+        }
+    };
     match path {
         Path::Root => String::new(),
         Path::Seq { parent, index } => join(path_string(parent), index.to_string()),
@@ -231,9 +229,7 @@ pub fn strict_parse(doc: &Doc) -> Result<(), String> {
         ("monitoring.coreos.com/v1", "ServiceMonitor") => strict::<crd::ServiceMonitor>(v).map(drop),
         ("monitoring.coreos.com/v1", "PrometheusRule") => strict::<crd::PrometheusRule>(v).map(drop),
         ("traefik.io/v1alpha1", "IngressRoute") => strict::<crd::IngressRoute>(v).map(drop),
-        ("traefik.io/v1alpha1", "Middleware") | ("traefik.io/v1alpha1", "TLSOption") => {
-            strict::<crd::OpaqueSpec>(v).map(drop)
-        }
+        ("traefik.io/v1alpha1", "Middleware") | ("traefik.io/v1alpha1", "TLSOption") => strict::<crd::OpaqueSpec>(v).map(drop),
         (api_version, kind) => Err(format!(
             "{kind} {api_version}: not a kind/apiVersion this project uses (removed or unknown): \
              add it to strict_parse deliberately"
@@ -261,9 +257,7 @@ pub fn arr<'a>(v: &'a Value, path: &str) -> &'a [Value] {
 }
 
 pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
-        .unwrap_or_default()
+    v.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect()).unwrap_or_default()
 }
 
 /// A scalar as text (quantities may be numbers or strings).
@@ -649,8 +643,7 @@ pub fn check_references(docs: &[Doc]) -> Vec<String> {
             d.kind == kind
                 && d.name == name
                 && d.ns() == ns
-                && (get(&d.value, &format!("data.{key}")).is_some()
-                    || get(&d.value, &format!("stringData.{key}")).is_some())
+                && (get(&d.value, &format!("data.{key}")).is_some() || get(&d.value, &format!("stringData.{key}")).is_some())
         })
     };
     let exists = |kind: &str, ns: &str, name: &str| docs.iter().any(|d| d.kind == kind && d.name == name && d.ns() == ns);
@@ -678,10 +671,8 @@ pub fn check_references(docs: &[Doc]) -> Vec<String> {
                 }
             }
             let volumes: BTreeSet<&str> = arr(pod, "volumes").iter().filter_map(|v| str_at(v, "name")).collect();
-            let claim_templates: BTreeSet<&str> = arr(&w.doc.value, "spec.volumeClaimTemplates")
-                .iter()
-                .filter_map(|t| str_at(t, "metadata.name"))
-                .collect();
+            let claim_templates: BTreeSet<&str> =
+                arr(&w.doc.value, "spec.volumeClaimTemplates").iter().filter_map(|t| str_at(t, "metadata.name")).collect();
             for m in arr(c, "volumeMounts") {
                 let name = str_at(m, "name").unwrap_or("");
                 if !volumes.contains(name) && !claim_templates.contains(name) {
@@ -778,11 +769,8 @@ pub fn check_security(docs: &[Doc]) -> Vec<String> {
                 p.push(format!("{id}: hostPath volume {} is forbidden", scalar(&v["name"])));
             }
         }
-        let tmp_volumes: BTreeSet<&str> = arr(pod, "volumes")
-            .iter()
-            .filter(|v| v.get("emptyDir").is_some())
-            .filter_map(|v| str_at(v, "name"))
-            .collect();
+        let tmp_volumes: BTreeSet<&str> =
+            arr(pod, "volumes").iter().filter(|v| v.get("emptyDir").is_some()).filter_map(|v| str_at(v, "name")).collect();
         for c in w.containers() {
             let cname = str_at(c, "name").unwrap_or("?");
             let sc = c.get("securityContext").cloned().unwrap_or(Value::Null);
@@ -861,9 +849,7 @@ pub fn check_default_deny(docs: &[Doc]) -> Vec<String> {
     for ns in namespaces {
         let denies = of_kind(docs, "NetworkPolicy").filter(|d| d.ns() == ns).any(|d| {
             let sel = get(&d.value, "spec.podSelector").cloned().unwrap_or(Value::Null);
-            let all_pods = sel.is_object()
-                && string_map(sel.get("matchLabels")).is_empty()
-                && arr(&sel, "matchExpressions").is_empty();
+            let all_pods = sel.is_object() && string_map(sel.get("matchLabels")).is_empty() && arr(&sel, "matchExpressions").is_empty();
             let types: BTreeSet<&str> = arr(&d.value, "spec.policyTypes").iter().filter_map(Value::as_str).collect();
             all_pods
                 && types.contains("Ingress")
@@ -947,9 +933,9 @@ pub fn check_lifecycle(docs: &[Doc]) -> Vec<String> {
             }
         }
         let labels = w.labels();
-        if !of_kind(docs, "PodDisruptionBudget").any(|pdb| {
-            pdb.ns() == w.doc.ns() && selector_matches(&get(&pdb.value, "spec.selector").cloned().unwrap_or(Value::Null), &labels)
-        }) {
+        if !of_kind(docs, "PodDisruptionBudget")
+            .any(|pdb| pdb.ns() == w.doc.ns() && selector_matches(&get(&pdb.value, "spec.selector").cloned().unwrap_or(Value::Null), &labels))
+        {
             p.push(format!("{id}: no PodDisruptionBudget"));
         }
         if w.doc.kind == "Deployment" {
@@ -965,7 +951,9 @@ pub fn check_lifecycle(docs: &[Doc]) -> Vec<String> {
             p.push(format!("Deployment {name} missing"));
             continue;
         };
-        let Some(c) = main_container(docs, &name) else { continue };
+        let Some(c) = main_container(docs, &name) else {
+            continue;
+        };
         let prefix = env_prefix(svc);
         let http = |probe: &str| (str_at(c, &format!("{probe}.httpGet.path")), get(c, &format!("{probe}.httpGet.port")).map(scalar));
         for (probe, path) in [("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
@@ -985,7 +973,8 @@ pub fn check_lifecycle(docs: &[Doc]) -> Vec<String> {
                 p.push(format!("{}: env {prefix}_{flag} must be {}", d.id(), want.unwrap_or("set")));
             }
         }
-        let grace = env_value(c, &format!("{prefix}_SHUTDOWN_GRACE")).and_then(|g| g.strip_suffix('s')).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
+        let grace =
+            env_value(c, &format!("{prefix}_SHUTDOWN_GRACE")).and_then(|g| g.strip_suffix('s')).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
         let pre_stop = get(c, "lifecycle.preStop.sleep.seconds").and_then(Value::as_u64).unwrap_or(0);
         let termination = get(&d.value, "spec.template.spec.terminationGracePeriodSeconds").and_then(Value::as_u64).unwrap_or(30);
         if termination <= grace + pre_stop {
@@ -1054,11 +1043,7 @@ fn is_gpu_container(c: &Value) -> bool {
 
 /// Model services (short names) whose Deployment asks for a GPU.
 pub fn gpu_services(docs: &[Doc]) -> BTreeSet<String> {
-    MODEL_SERVICES
-        .iter()
-        .filter(|svc| main_container(docs, &format!("voice-{svc}")).is_some_and(is_gpu_container))
-        .map(|s| s.to_string())
-        .collect()
+    MODEL_SERVICES.iter().filter(|svc| main_container(docs, &format!("voice-{svc}")).is_some_and(is_gpu_container)).map(|s| s.to_string()).collect()
 }
 
 /// --gpu-memory-budget (GB) of each GPU service.

@@ -12,10 +12,7 @@ fn assert_none(what: &str, problems: Vec<String>) {
 
 /// Run a check on every app overlay, report all problems at once.
 fn on_every_overlay(what: &str, check: fn(&[Doc]) -> Vec<String>) {
-    let problems: Vec<String> = APP_OVERLAYS
-        .iter()
-        .flat_map(|o| check(rendered(o)).into_iter().map(move |p| format!("[{o}] {p}")))
-        .collect();
+    let problems: Vec<String> = APP_OVERLAYS.iter().flat_map(|o| check(rendered(o)).into_iter().map(move |p| format!("[{o}] {p}"))).collect();
     assert_none(what, problems);
 }
 
@@ -274,9 +271,7 @@ fn full_overlay_is_gpu_plus_the_optional_components() {
 
 #[test]
 fn every_overlay_deploys_the_same_services() {
-    let deployments = |o: &str| {
-        of_kind(rendered(o), "Deployment").filter(|d| d.ns() == NAMESPACE).map(|d| d.name.clone()).collect::<BTreeSet<_>>()
-    };
+    let deployments = |o: &str| of_kind(rendered(o), "Deployment").filter(|d| d.ns() == NAMESPACE).map(|d| d.name.clone()).collect::<BTreeSet<_>>();
     let want = set(&["voice-agent", "voice-embed", "voice-frontend", "voice-livekit", "voice-llm", "voice-stt", "voice-tts"]);
     for o in APP_OVERLAYS {
         assert_eq!(deployments(o), want, "{o}");

@@ -151,7 +151,13 @@ fn service_monitor_port_missing_on_service_is_caught() {
 
 #[test]
 fn bad_names_and_ports_are_caught() {
-    assert_finds(check_names(&broken("metadata: {name: web, namespace: voice-ai}\nspec:\n  selector:\n    matchLabels", "metadata: {name: Web_1, namespace: voice-ai}\nspec:\n  selector:\n    matchLabels")), "DNS-1123");
+    assert_finds(
+        check_names(&broken(
+            "metadata: {name: web, namespace: voice-ai}\nspec:\n  selector:\n    matchLabels",
+            "metadata: {name: Web_1, namespace: voice-ai}\nspec:\n  selector:\n    matchLabels",
+        )),
+        "DNS-1123",
+    );
     assert_finds(check_ports(&broken("containerPort: 8080", "containerPort: 80800")), "containerPort out of 1-65535");
     assert_finds(check_names(&broken("{name: http, containerPort", "{name: http-port-too-long-x, containerPort")), "IANA");
 }
@@ -163,10 +169,7 @@ fn security_rules_are_enforced() {
     assert_finds(check_security(&broken("        runAsNonRoot: true\n", "        runAsUser: 0\n")), "runAsNonRoot");
     assert_finds(check_security(&broken("      automountServiceAccountToken: false\n", "")), "automountServiceAccountToken");
     assert_finds(check_security(&broken("allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true")), "allowPrivilegeEscalation");
-    assert_finds(
-        check_security(&broken("            limits: {cpu: 200m, memory: 128Mi}\n", "")),
-        "resources.limits.cpu missing",
-    );
+    assert_finds(check_security(&broken("            limits: {cpu: 200m, memory: 128Mi}\n", "")), "resources.limits.cpu missing");
 }
 
 #[test]
@@ -176,10 +179,7 @@ fn missing_default_deny_is_caught() {
 
 #[test]
 fn gpu_request_different_from_limit_is_caught() {
-    let d = broken(
-        "            limits: {cpu: 200m, memory: 128Mi}",
-        "            limits: {cpu: 200m, memory: 128Mi, nvidia.com/gpu: \"2\"}",
-    );
+    let d = broken("            limits: {cpu: 200m, memory: 128Mi}", "            limits: {cpu: 200m, memory: 128Mi, nvidia.com/gpu: \"2\"}");
     let p = check_gpu(&d);
     assert_finds(p.clone(), "request None != limit Some(\"2\")");
     assert_finds(p.clone(), "runtimeClassName nvidia");

@@ -20,11 +20,7 @@ pub fn shared(args: &'static [&'static str]) -> &'static SharedServer {
 
 /// The JFK sample (fetched into the model cache on first use).
 pub fn jfk_path() -> PathBuf {
-    voice_models::Fetcher::new(None)
-        .resolve("jfk-sample", true, &[])
-        .expect("fetch jfk-sample")
-        .dir
-        .join("jfk.wav")
+    voice_models::Fetcher::new(None).resolve("jfk-sample", true, &[]).expect("fetch jfk-sample").dir.join("jfk.wav")
 }
 
 pub fn jfk_bytes() -> Vec<u8> {
@@ -90,9 +86,6 @@ pub enum SampleFormat {
     F32,
 }
 
-
-
-
 /// POST a multipart transcription request; returns (status, headers, body).
 pub fn transcribe(base: &str, file: Option<(Vec<u8>, &str)>, fields: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
     let mut form = reqwest::blocking::multipart::Form::new();
@@ -107,5 +100,3 @@ pub fn transcribe(base: &str, file: Option<(Vec<u8>, &str)>, fields: &[(&str, &s
     let headers = r.headers().clone();
     (status, headers, r.text().unwrap())
 }
-
-
