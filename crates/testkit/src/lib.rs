@@ -121,6 +121,32 @@ impl Server {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+
+    /// The `/readyz` body (model, device, degraded state, queue depth).
+    pub fn readyz(&self) -> serde_json::Value {
+        let body = client().get(format!("{}/readyz", self.http)).send().unwrap().text().unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz is not JSON ({e}): {body}"))
+    }
+
+    /// Ask the server to shut down gracefully.
+    pub fn sigterm(&self) {
+        // Safety: signalling our own child process.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+    }
+
+    /// Wait for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(start.elapsed() < limit, "{} did not exit within {limit:?}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {

@@ -3,19 +3,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 
-fn readyz(s: &Server) -> Value {
-    serde_json::from_str(&client().get(format!("{}/readyz", s.http)).send().unwrap().text().unwrap()).unwrap()
-}
-
 #[test]
 fn cuda_init_failure_falls_back_to_cpu_and_logs_json() {
     let s = start(&["--model", MODEL, "--device", "cuda"], &[("VOICE_FAULT_CUDA_INIT", "1")]);
-    let r = readyz(&s);
+    let r = s.readyz();
     assert_eq!(r["status"], "ready");
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
@@ -44,9 +40,7 @@ fn sigterm_finishes_streams_in_flight() {
         post_json(&http, "/v1/completions", &json!({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0.7, "seed": 3, "stream": true}))
     });
     std::thread::sleep(Duration::from_millis(700));
-    unsafe {
-        libc::kill(s.pid(), libc::SIGTERM);
-    }
+    s.sigterm();
     std::thread::sleep(Duration::from_millis(200));
     let refused = client().get(format!("{}/readyz", s.http)).send();
     assert!(refused.map(|r| r.status().as_u16() == 503).unwrap_or(true), "readyz still green while draining");
@@ -56,13 +50,6 @@ fn sigterm_finishes_streams_in_flight() {
     let last = chunks.iter().rev().find(|c| c["choices"][0]["finish_reason"].is_string()).expect("a finish reason");
     assert!(["length", "stop"].contains(&last["choices"][0]["finish_reason"].as_str().unwrap()));
     assert!(chunks.len() > 10, "the stream was cut short: {} chunks", chunks.len());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "did not exit after draining");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = s.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "exit status {status:?}");
 }

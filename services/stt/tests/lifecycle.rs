@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-fn readyz(s: &Server) -> serde_json::Value {
-    client().get(format!("{}/readyz", s.http)).send().unwrap().json().unwrap()
-}
 
 fn metrics(s: &Server) -> String {
     client().get(format!("{}/metrics", s.http)).send().unwrap().text().unwrap()
@@ -27,7 +23,7 @@ fn metric_value(text: &str, prefix: &str) -> f64 {
 #[test]
 fn cuda_init_failure_falls_back_to_cpu() {
     let s = start(&["--model", "whisper-tiny.en", "--device", "cuda"], &[("VOICE_FAULT_CUDA_INIT", "1")]);
-    let r = readyz(&s);
+    let r = s.readyz();
     assert_eq!(r["status"], "ready");
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
@@ -47,10 +43,10 @@ fn device_error_mid_request_degrades_and_retries_on_cpu() {
         serde_json::from_str::<serde_json::Value>(&r.2).unwrap()["text"].as_str().unwrap().to_string()
     };
     assert_jfk(&text(transcribe(&s.http, Some((jfk_bytes(), "a.wav")), &[])));
-    assert_eq!(readyz(&s)["degraded"], false);
+    assert_eq!(s.readyz()["degraded"], false);
     // The second request hits the injected device fault and is served by the CPU copy.
     assert_jfk(&text(transcribe(&s.http, Some((jfk_bytes(), "a.wav")), &[])));
-    let r = readyz(&s);
+    let r = s.readyz();
     assert_eq!(r["status"], "ready");
     assert_eq!(r["degraded"], true);
     assert!(r["degraded_reason"].as_str().unwrap().contains("simulated device fault"));
@@ -103,9 +99,7 @@ fn sigterm_drains_in_flight_requests() {
     let http = s.http.clone();
     let req = std::thread::spawn(move || transcribe(&http, Some((body, "long.wav")), &[]));
     std::thread::sleep(Duration::from_millis(800));
-    unsafe {
-        libc::kill(s.pid(), libc::SIGTERM);
-    }
+    s.sigterm();
     std::thread::sleep(Duration::from_millis(200));
     // No new work is accepted while draining.
     let refused = client().get(format!("{}/readyz", s.http)).send();
@@ -114,14 +108,7 @@ fn sigterm_drains_in_flight_requests() {
     assert_eq!(r.0, 200, "in-flight request was not completed: {}", r.2);
     let text = serde_json::from_str::<serde_json::Value>(&r.2).unwrap()["text"].as_str().unwrap().to_string();
     assert!(voice_whisper::eval::normalize(&text).matches("ask not").count() >= 3, "{text}");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "did not exit after draining");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = s.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
     assert!(s.log_text().contains("drained in-flight requests"));
 }
