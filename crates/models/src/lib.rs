@@ -108,8 +108,9 @@ impl Manifest {
                 bail!("manifest: model `{}` has neither files nor hf_repo", m.id);
             }
             for f in &m.files {
-                if f.name.contains('/') || f.name.contains("..") {
-                    bail!("manifest: model `{}`: file name `{}` must be a plain name", m.id, f.name);
+                // One level of folders is allowed (sentence-transformers keep `1_Pooling/config.json`).
+                if f.name.starts_with('/') || f.name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                    bail!("manifest: model `{}`: file name `{}` must be a relative path without `.`/`..`", m.id, f.name);
                 }
                 if f.sha256.len() != 64 {
                     bail!("manifest: model `{}`: file `{}` needs a sha256", m.id, f.name);
@@ -268,6 +269,9 @@ impl Fetcher {
         let mut stamp = Stamp { id: id.to_string(), files: BTreeMap::new() };
         for f in &entry.files {
             let out_path = staging.join(&f.name);
+            if let Some(parent) = out_path.parent() {
+                fs::create_dir_all(parent)?;
+            }
             let mut out = HashingWriter::new(fs::File::create(&out_path)?);
             for part in &f.from {
                 let (pkg, member) = part.split_once(':').expect("validated");
