@@ -3,6 +3,8 @@
 //! shared server per test binary; OpenAI error-shape assertions; raw HTTP for requests a client
 //! library would not send.
 
+pub mod postgres;
+
 use std::{
     net::TcpListener,
     path::PathBuf,
