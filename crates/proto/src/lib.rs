@@ -11,3 +11,9 @@ pub mod llm {
         tonic::include_proto!("voice.llm.v1");
     }
 }
+
+pub mod embed {
+    pub mod v1 {
+        tonic::include_proto!("voice.embed.v1");
+    }
+}

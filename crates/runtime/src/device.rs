@@ -291,6 +291,11 @@ impl<M: Send + Sync + 'static> ModelSlot<M> {
         }
     }
 
+    /// The model on its primary device (for work that never touches the device, e.g. tokenising).
+    pub fn primary(&self) -> &Arc<M> {
+        &self.primary
+    }
+
     pub fn primary_device(&self) -> &ChosenDevice {
         &self.primary_device
     }

@@ -160,3 +160,20 @@ impl From<ApiError> for tonic::Status {
 
 /// JSON helper for handlers.
 pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Parse a JSON request body, turning every problem into a 400 in OpenAI's shape (invalid UTF-8
+/// and unknown or missing fields named in `param`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(ApiError::bad_request("the request body is not valid UTF-8").with_code("invalid_encoding"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let param = msg.split('`').nth(1).map(str::to_string);
+        let err = ApiError::bad_request(format!("invalid request body: {msg}")).with_code("invalid_request_body");
+        match param {
+            Some(p) if msg.contains("missing field") || msg.contains("unknown") => err.with_param(p),
+            _ => err,
+        }
+    })
+}

@@ -103,20 +103,7 @@ pub struct CompletionRequest {
 }
 
 /// Parse a JSON body: invalid UTF-8, invalid JSON and wrong field types are all 400s.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if std::str::from_utf8(body).is_err() {
-        return Err(ApiError::bad_request("the request body is not valid UTF-8").with_code("invalid_encoding"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        let param = msg.split('`').nth(1).map(str::to_string);
-        let err = ApiError::bad_request(format!("invalid request body: {msg}")).with_code("invalid_request_body");
-        match param {
-            Some(p) if msg.contains("missing field") || msg.contains("unknown") => err.with_param(p),
-            _ => err,
-        }
-    })
-}
+pub use voice_runtime::error::parse_json;
 
 fn range(name: &'static str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
     match v {
