@@ -72,3 +72,12 @@ def llm():
                 "pytest-voice-llm.log")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def embed(tmp_path_factory):
+    data = tmp_path_factory.mktemp("rag")
+    s = Service("voice-embed", ["--model", "all-minilm-l6-v2", "--device", "cpu", "--data-dir", str(data)],
+                "pytest-voice-embed.log")
+    yield s
+    s.stop()

@@ -254,7 +254,13 @@ mod tests {
     #[test]
     fn a_failing_batch_fails_its_request_only() {
         let b = Batcher::start(
-            |batch: &[&Encoded]| if batch.iter().any(|e| e.ids[0] == 99) { anyhow::bail!("boom") } else { Ok(batch.iter().map(|_| vec![1.0]).collect()) },
+            |batch: &[&Encoded]| {
+                if batch.iter().any(|e| e.ids[0] == 99) {
+                    anyhow::bail!("boom")
+                } else {
+                    Ok(batch.iter().map(|_| vec![1.0]).collect())
+                }
+            },
             BatcherConfig::default(),
             None,
         );

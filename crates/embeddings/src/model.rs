@@ -75,8 +75,8 @@ impl Embedder {
         let pooling = read_pooling(dir)?;
         let max_seq_len = read_max_seq_len(dir, config.max_position_embeddings)?;
 
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.join("tokenizer.json").display()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| anyhow::anyhow!("loading {}: {e}", dir.join("tokenizer.json").display()))?;
         // tokenizer.json files often carry the exporter's fixed padding and truncation (128 for
         // all-MiniLM); we pad per batch and truncate to max_seq_len ourselves.
         tokenizer.with_padding(None);
@@ -90,7 +90,15 @@ impl Embedder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .with_context(|| format!("reading {}", weights.display()))?;
         let model = BertModel::load(vb, &config).with_context(|| format!("loading the BERT weights from {}", weights.display()))?;
-        Ok(Self { model, tokenizer, pooling, max_seq_len, dimensions: config.hidden_size, pad_id: config.pad_token_id as u32, device: device.clone() })
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            max_seq_len,
+            dimensions: config.hidden_size,
+            pad_id: config.pad_token_id as u32,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {

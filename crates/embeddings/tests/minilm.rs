@@ -88,7 +88,13 @@ fn paraphrases_score_higher_than_unrelated_pairs() {
     let unrelated = sims("unrelated");
     assert!(para.len() >= 20 && unrelated.len() >= 20);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    eprintln!("paraphrase mean {:.3} min {:.3}; unrelated mean {:.3} max {:.3}", mean(&para), para.iter().cloned().fold(1.0, f64::min), mean(&unrelated), unrelated.iter().cloned().fold(-1.0, f64::max));
+    eprintln!(
+        "paraphrase mean {:.3} min {:.3}; unrelated mean {:.3} max {:.3}",
+        mean(&para),
+        para.iter().cloned().fold(1.0, f64::min),
+        mean(&unrelated),
+        unrelated.iter().cloned().fold(-1.0, f64::max)
+    );
     assert!(mean(&para) > mean(&unrelated) + 0.3);
     // Pair i of each list shares its first sentence: the paraphrase must always win.
     for (i, (p, u)) in para.iter().zip(&unrelated).enumerate() {

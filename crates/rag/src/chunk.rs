@@ -130,9 +130,8 @@ fn blocks(text: &str, format: Format) -> Vec<Block> {
     out
 }
 
-const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "fig", "inc", "ltd", "co", "mt", "a.m", "p.m",
-];
+const ABBREVIATIONS: &[&str] =
+    &["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "fig", "inc", "ltd", "co", "mt", "a.m", "p.m"];
 
 /// Split a paragraph into sentences: after `.`, `!`, `?` (and closing quotes/brackets) followed
 /// by whitespace, unless the word before is a known abbreviation, an initial or a number.
@@ -303,8 +302,7 @@ impl Packer<'_> {
 
 /// Chunk a document.
 pub fn chunk_document(text: &str, format: Format, cfg: ChunkConfig, counter: &dyn TokenCounter) -> Vec<Chunk> {
-    let mut packer =
-        Packer { cfg, counter, out: Vec::new(), section: String::new(), section_tokens: 0, pieces: Vec::new(), tokens: 0, fresh: false };
+    let mut packer = Packer { cfg, counter, out: Vec::new(), section: String::new(), section_tokens: 0, pieces: Vec::new(), tokens: 0, fresh: false };
     let mut path: Vec<(usize, String)> = Vec::new();
     for block in blocks(text, format) {
         match block {

@@ -157,7 +157,16 @@ pub fn assemble_context(hits: Vec<Hit>, max_tokens: usize, counter: &dyn TokenCo
         }
         used += tokens;
         context.push_str(&block);
-        passages.push(Passage { marker, doc_id: h.doc_id, chunk_index: h.chunk_index, section: h.section, source, text: h.text, score: h.score, tokens });
+        passages.push(Passage {
+            marker,
+            doc_id: h.doc_id,
+            chunk_index: h.chunk_index,
+            section: h.section,
+            source,
+            text: h.text,
+            score: h.score,
+            tokens,
+        });
     }
     Context { context: context.trim_end().to_string(), passages, tokens: used }
 }

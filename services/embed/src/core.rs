@@ -49,7 +49,12 @@ impl EmbedMetrics {
             tokens: m.new_counter("tokens_total", "Tokens embedded (tokens/s = rate of this)")?,
             inputs: m.new_counter("inputs_total", "Texts embedded")?,
             truncated: m.new_counter("truncated_inputs_total", "Inputs cut to the model's limit")?,
-            search_seconds: m.new_histogram_vec("search_seconds", "Search latency (embedding the query included)", &["backend", "mode"], LATENCY_BUCKETS)?,
+            search_seconds: m.new_histogram_vec(
+                "search_seconds",
+                "Search latency (embedding the query included)",
+                &["backend", "mode"],
+                LATENCY_BUCKETS,
+            )?,
             ingested: m.new_counter_vec("ingested_documents_total", "Documents ingested by outcome", &["status"])?,
             index_documents: gauge_vec("index_documents", "Documents per collection")?,
             index_chunks: gauge_vec("index_chunks", "Chunks per collection")?,
@@ -85,7 +90,9 @@ impl TokenCounter for Counter<'_> {
 
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::CollectionNotFound(c) => ApiError::not_found(format!("collection `{c}` does not exist")).with_param("collection").with_code("collection_not_found"),
+        StoreError::CollectionNotFound(c) => {
+            ApiError::not_found(format!("collection `{c}` does not exist")).with_param("collection").with_code("collection_not_found")
+        }
         StoreError::Conflict(m) => ApiError::new(http::StatusCode::CONFLICT, "invalid_request_error", m).with_code("conflict"),
         StoreError::Invalid(m) => ApiError::bad_request(m),
         StoreError::Backend(m) => {
@@ -189,7 +196,9 @@ impl Core {
         let o = match overlap {
             None => self.chunking.overlap_tokens.min(t / 2),
             Some(o) if o >= 0 && (o as usize) <= t / 2 => o as usize,
-            Some(o) => return Err(ApiError::bad_request(format!("chunk_overlap must be 0 to {} (half a chunk), got {o}", t / 2)).with_param("chunk_overlap")),
+            Some(o) => {
+                return Err(ApiError::bad_request(format!("chunk_overlap must be 0 to {} (half a chunk), got {o}", t / 2)).with_param("chunk_overlap"))
+            }
         };
         Ok(ChunkConfig { max_tokens: t, overlap_tokens: o })
     }
@@ -224,9 +233,13 @@ impl Core {
                 None | Some("markdown") | Some("md") => Format::Markdown,
                 Some("text") | Some("plain") | Some("txt") => Format::Text,
                 Some("pdf") => {
-                    return Err(ApiError::unsupported_media("PDF is not supported yet: extract the text and send format \"text\"").with_param("format"))
+                    return Err(
+                        ApiError::unsupported_media("PDF is not supported yet: extract the text and send format \"text\"").with_param("format")
+                    )
                 }
-                Some(other) => return Err(ApiError::bad_request(format!("documents[{i}].format `{other}`: use markdown or text")).with_param("format")),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!("documents[{i}].format `{other}`: use markdown or text")).with_param("format"))
+                }
             };
             if d.text.trim().is_empty() {
                 return Err(ApiError::bad_request(format!("document `{}` has no text", d.id)).with_param("text"));

@@ -129,7 +129,14 @@ impl Embeddings for EmbedGrpc {
             passages: ctx
                 .passages
                 .into_iter()
-                .map(|p| pb::Passage { marker: p.marker as u32, doc_id: p.doc_id, chunk_index: p.chunk_index, source: p.source, text: p.text, score: p.score })
+                .map(|p| pb::Passage {
+                    marker: p.marker as u32,
+                    doc_id: p.doc_id,
+                    chunk_index: p.chunk_index,
+                    source: p.source,
+                    text: p.text,
+                    score: p.score,
+                })
                 .collect(),
         }))
     }

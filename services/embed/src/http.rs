@@ -74,8 +74,12 @@ async fn embeddings(State(st): State<AppState>, body: Bytes) -> Result<Json<Valu
         Some(InputField::One(s)) => vec![s],
         Some(InputField::Many(items)) => {
             if items.len() > st.args.max_inputs {
-                return Err(ApiError::bad_request(format!("{} inputs in one request; the limit is {} (--max-inputs)", items.len(), st.args.max_inputs))
-                    .with_param("input"));
+                return Err(ApiError::bad_request(format!(
+                    "{} inputs in one request; the limit is {} (--max-inputs)",
+                    items.len(),
+                    st.args.max_inputs
+                ))
+                .with_param("input"));
             }
             items
                 .into_iter()
@@ -103,8 +107,12 @@ async fn embeddings(State(st): State<AppState>, body: Bytes) -> Result<Json<Valu
     };
     if let Some(d) = req.dimensions {
         if d != core.dimensions() as i64 {
-            return Err(ApiError::bad_request(format!("{} embeds {} dimensions; `dimensions` {d} is not available", core.model_id, core.dimensions()))
-                .with_param("dimensions"));
+            return Err(ApiError::bad_request(format!(
+                "{} embeds {} dimensions; `dimensions` {d} is not available",
+                core.model_id,
+                core.dimensions()
+            ))
+            .with_param("dimensions"));
         }
     }
     let enc = core.encode(texts, req.truncate.unwrap_or(true)).await?;
@@ -259,7 +267,14 @@ struct SearchBody {
 impl SearchBody {
     fn split(self) -> (SearchRequest, Option<i64>) {
         (
-            SearchRequest { query: self.query, top_k: self.top_k, score_threshold: self.score_threshold, filter: self.filter, mode: self.mode, alpha: self.alpha },
+            SearchRequest {
+                query: self.query,
+                top_k: self.top_k,
+                score_threshold: self.score_threshold,
+                filter: self.filter,
+                mode: self.mode,
+                alpha: self.alpha,
+            },
             self.max_tokens,
         )
     }

@@ -130,10 +130,9 @@ async fn load(state: &AppState) -> Result<core::Core> {
     let chosen = select_device(sa.device);
     let (ctx, budget) = (state.ctx.clone(), sa.gpu_memory_budget);
     let (load_id, load_dir) = (id.clone(), dir.clone());
-    let (embedder, device) = tokio::task::spawn_blocking(move || {
-        load_with_fallback(&chosen, &load_id, estimate, budget, &ctx.metrics, |d| Embedder::load(&load_dir, d))
-    })
-    .await??;
+    let (embedder, device) =
+        tokio::task::spawn_blocking(move || load_with_fallback(&chosen, &load_id, estimate, budget, &ctx.metrics, |d| Embedder::load(&load_dir, d)))
+            .await??;
     tracing::info!(model = %id, dimensions = embedder.dimensions, pooling = ?embedder.pooling, max_tokens = embedder.max_seq_len, "embedding model ready");
     let cpu_dir = dir.clone();
     let slot = Arc::new(ModelSlot::new(embedder, device, state.ctx.device_state.clone(), move |d| Embedder::load(&cpu_dir, d)));
@@ -141,7 +140,11 @@ async fn load(state: &AppState) -> Result<core::Core> {
     let run_slot = slot.clone();
     let batcher = Batcher::start(
         move |batch| run_slot.run(|m, _| m.embed(batch)),
-        BatcherConfig { max_batch_tokens: args.max_batch_tokens.max(1), max_batch_items: args.max_batch_items.max(1), max_queue: sa.max_queue.max(1) },
+        BatcherConfig {
+            max_batch_tokens: args.max_batch_tokens.max(1),
+            max_batch_items: args.max_batch_items.max(1),
+            max_queue: sa.max_queue.max(1),
+        },
         Some(metrics.clone()),
     );
     let dims = slot.primary().dimensions;

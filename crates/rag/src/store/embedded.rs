@@ -335,7 +335,12 @@ impl Store for EmbeddedStore {
         let dims = self.read(collection, |c| c.row.dimensions)?;
         for d in &docs {
             if let Some(c) = d.chunks.iter().find(|c| c.embedding.len() != dims) {
-                return Err(StoreError::Invalid(format!("document `{}` chunk {}: {} dimensions, expected {dims}", d.info.id, c.index, c.embedding.len())));
+                return Err(StoreError::Invalid(format!(
+                    "document `{}` chunk {}: {} dimensions, expected {dims}",
+                    d.info.id,
+                    c.index,
+                    c.embedding.len()
+                )));
             }
         }
         let collection = collection.to_string();

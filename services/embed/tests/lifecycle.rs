@@ -1,0 +1,178 @@
+//! voice-embed across restarts and crashes, on both stores, and under overload.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use voice_testkit::{client, Server, Service};
+
+static SVC: Service = Service::new(env!("CARGO_BIN_EXE_voice-embed"), "VOICE_EMBED");
+
+fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = client().post(format!("{}{path}", s.http)).json(&body).send().unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+fn get(s: &Server, path: &str) -> (u16, Value) {
+    let r = client().get(format!("{}{path}", s.http)).send().unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+fn temp_dir(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("voice-embed-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.display().to_string()
+}
+
+fn doc(i: usize) -> Value {
+    let topics = ["trains", "coffee", "taxes", "gardening", "bicycles"];
+    json!({"id": format!("doc-{i:04}"), "text": format!("# Note {i}\n\nThis note number {i} is about {}. It was written on day {i}.", topics[i % 5]),
+           "metadata": {"i": i}})
+}
+
+fn top_ids(s: &Server, collection: &str, query: &str) -> Vec<(String, u64)> {
+    let (st, r) = post(s, &format!("/v1/collections/{collection}/search"), json!({"query": query, "top_k": 3}));
+    assert_eq!(st, 200, "{r}");
+    r["data"].as_array().unwrap().iter().map(|h| (h["doc_id"].as_str().unwrap().to_string(), h["chunk_index"].as_u64().unwrap())).collect()
+}
+
+#[test]
+fn restart_keeps_everything_and_kill_9_loses_no_acknowledged_document() {
+    let dir = temp_dir("persist");
+    let args = ["--data-dir", dir.as_str()];
+    let mut s = SVC.start(&args, &[]);
+    let docs: Vec<Value> = (0..20).map(doc).collect();
+    assert_eq!(post(&s, "/v1/collections/notes/documents", json!({"documents": docs})).0, 200);
+    let before = top_ids(&s, "notes", "what was written about coffee");
+    let (_, info_before) = get(&s, "/v1/collections/notes");
+
+    // Graceful restart.
+    s.sigterm();
+    assert!(s.wait_exit(Duration::from_secs(30)).success());
+    drop(s);
+    let s = SVC.start(&args, &[]);
+    assert_eq!(get(&s, "/v1/collections/notes").1, info_before);
+    assert_eq!(top_ids(&s, "notes", "what was written about coffee"), before);
+
+    // Bulk ingest from 2 clients, one document per request, then kill -9 mid-stream.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = s.http.clone();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (acked, stop, http) = (acked.clone(), stop.clone(), http.clone());
+            std::thread::spawn(move || {
+                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+                let mut i = 1000 + w * 10_000;
+                while !stop.load(Ordering::SeqCst) {
+                    let d = doc(i);
+                    let id = d["id"].as_str().unwrap().to_string();
+                    match c.post(format!("{http}/v1/collections/notes/documents")).json(&json!({"documents": [d]})).send() {
+                        Ok(r) if r.status().as_u16() == 200 => acked.lock().unwrap().push(id),
+                        Ok(r) => panic!("ingest answered {} before the kill", r.status()),
+                        Err(_) => return, // the server died under this request: not acknowledged
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 25 {
+        assert!(start.elapsed() < Duration::from_secs(120), "bulk ingest too slow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Safety: signalling our own child.
+    unsafe {
+        libc_kill(s.pid());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    drop(s);
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} documents acknowledged before kill -9", acked.len());
+
+    let s = SVC.start(&args, &[]);
+    for id in &acked {
+        let (st, d) = get(&s, &format!("/v1/collections/notes/documents/{id}"));
+        assert_eq!(st, 200, "acknowledged document {id} lost after kill -9");
+        assert_eq!(d["chunks"], 1);
+    }
+    let (_, info) = get(&s, "/v1/collections/notes");
+    assert!(info["documents"].as_u64().unwrap() >= 20 + acked.len() as u64);
+    // Still searchable, and the original documents rank as before among themselves.
+    let (st, r) = post(&s, "/v1/collections/notes/search", json!({"query": "note number 1003", "top_k": 5, "mode": "lexical"}));
+    assert_eq!(st, 200);
+    assert!(!r["data"].as_array().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+unsafe fn libc_kill(pid: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    kill(pid, 9);
+}
+
+#[test]
+fn postgres_store_serves_the_same_api_and_survives_restart() {
+    let pg = voice_testkit::postgres::Postgres::start();
+    let args = ["--store", "postgres", "--pg-url", pg.url.as_str()];
+    let mut s = SVC.start(&args, &[]);
+    let docs: Vec<Value> = (0..15).map(doc).collect();
+    let (st, r) = post(&s, "/v1/collections/pgnotes/documents", json!({"documents": docs}));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(post(&s, "/v1/collections/pgnotes/documents", json!({"documents": docs})).1["documents"][0]["status"], "unchanged");
+    let before = top_ids(&s, "pgnotes", "gardening notes");
+    assert!(
+        before.iter().all(|(d, _)| {
+            let i: usize = d.trim_start_matches("doc-").parse().unwrap();
+            i % 5 == 3
+        }),
+        "{before:?}"
+    );
+    let (_, filtered) = post(&s, "/v1/collections/pgnotes/search", json!({"query": "notes", "top_k": 20, "filter": {"i": {"$lt": 4}}}));
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 4, "{filtered}");
+    assert_eq!(get(&s, "/v1/collections").1["backend"], "postgres");
+    s.sigterm();
+    assert!(s.wait_exit(Duration::from_secs(30)).success());
+    drop(s);
+    let s = SVC.start(&args, &[]);
+    assert_eq!(top_ids(&s, "pgnotes", "gardening notes"), before);
+    assert_eq!(get(&s, "/v1/collections/pgnotes").1["documents"], 15);
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_never_5xx() {
+    let dir = temp_dir("busy");
+    let s = SVC.start(&["--data-dir", dir.as_str(), "--max-queue", "1", "--max-batch-tokens", "512"], &[]);
+    let url = format!("{}/v1/embeddings", s.http);
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(25);
+    let results: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                let (url, long) = (url.clone(), long.clone());
+                scope.spawn(move || {
+                    let r = client().post(&url).json(&json!({"input": vec![long; 32]})).send().unwrap();
+                    (r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok + busy.len(), results.len(), "only 200 or 429: {results:?}");
+    assert!(ok >= 1 && !busy.is_empty(), "{results:?}");
+    assert!(busy.iter().all(|r| r.1.is_some()), "429 without Retry-After");
+    let _ = std::fs::remove_dir_all(&dir);
+}
