@@ -2,10 +2,11 @@
 # Set up and run the stack as it exists today (release builds): fetch the models and start
 #   voice-stt  http://127.0.0.1:8001 (gRPC 9001)   speech-to-text
 #   voice-llm  http://127.0.0.1:8002 (gRPC 9002)   LLM chat/completions
-# Ctrl-C (or SIGTERM) stops both cleanly; if one exits, the other is stopped too.
+#   voice-embed http://127.0.0.1:8003 (gRPC 9003)  embeddings + RAG (embedded store in ~/.local/share/voice-ai/rag)
+# Ctrl-C (or SIGTERM) stops them cleanly; if one exits, the others are stopped too.
 #
 # Environment: VOICE_STT_MODEL (default whisper-tiny.en), VOICE_LLM_MODEL (default
-# smollm2-135m-instruct), VOICE_<SERVICE>_DEVICE (auto|cpu|cuda[:N]), any VOICE_<SERVICE>_* flag,
+# smollm2-135m-instruct), VOICE_EMBED_MODEL (default all-minilm-l6-v2), VOICE_<SERVICE>_DEVICE (auto|cpu|cuda[:N]), any VOICE_<SERVICE>_* flag,
 # CARGO_FEATURES (e.g. "--features voice-stt/cuda,voice-llm/cuda" for a CUDA build).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -15,11 +16,12 @@ ensure_rust
 
 stt_model="${VOICE_STT_MODEL:-whisper-tiny.en}"
 llm_model="${VOICE_LLM_MODEL:-smollm2-135m-instruct}"
-log "building voice-stt, voice-llm and voice-models (release)"
+embed_model="${VOICE_EMBED_MODEL:-all-minilm-l6-v2}"
+log "building voice-stt, voice-llm, voice-embed and voice-models (release)"
 # shellcheck disable=SC2086
-cargo build --release --locked -p voice-stt -p voice-llm -p voice-models ${CARGO_FEATURES:-}
-log "fetching $stt_model $llm_model"
-"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model"
+cargo build --release --locked -p voice-stt -p voice-llm -p voice-embed -p voice-models ${CARGO_FEATURES:-}
+log "fetching $stt_model $llm_model $embed_model"
+"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model" "$embed_model"
 
 pids=()
 stop() {
@@ -32,7 +34,10 @@ trap stop INT TERM EXIT
 pids+=($!)
 "$CARGO_TARGET_DIR/release/voice-llm" --model "$llm_model" --log-format "${VOICE_LLM_LOG_FORMAT:-text}" &
 pids+=($!)
+"$CARGO_TARGET_DIR/release/voice-embed" --model "$embed_model" --log-format "${VOICE_EMBED_LOG_FORMAT:-text}" &
+pids+=($!)
 log "voice-stt: curl localhost:${VOICE_STT_PORT:-8001}/v1/audio/transcriptions -F file=@speech.wav"
 log "voice-llm: curl localhost:${VOICE_LLM_PORT:-8002}/v1/chat/completions -H 'content-type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
+log "voice-embed: curl localhost:${VOICE_EMBED_PORT:-8003}/v1/embeddings -H 'content-type: application/json' -d '{\"input\":\"Hello\"}'"
 # Whichever exits first ends the run.
 wait -n "${pids[@]}"

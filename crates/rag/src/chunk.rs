@@ -273,7 +273,7 @@ impl Packer<'_> {
         let budget = self.budget();
         let whole = self.counter.count(p);
         // A paragraph that fits in the current chunk, or in a fresh one, is never cut.
-        if whole <= budget && (self.tokens + whole <= budget || whole <= budget) {
+        if whole <= budget {
             if self.tokens + whole > budget {
                 self.emit();
                 self.pieces.clear();

@@ -60,7 +60,7 @@ fn decode_chunk(bytes: &[u8]) -> StoreResult<(ChunkHeader, Vec<f32>)> {
     let n = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
     let header: ChunkHeader = serde_json::from_slice(bytes.get(4..4 + n).ok_or_else(bad)?).map_err(|_| bad())?;
     let rest = &bytes[4 + n..];
-    if rest.len() % 4 != 0 {
+    if !rest.len().is_multiple_of(4) {
         return Err(bad());
     }
     Ok((header, rest.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))

@@ -345,8 +345,9 @@ impl Store for PostgresStore {
         let sql = format!(
             "SELECT c.doc_id, c.chunk_index, c.text, c.section, c.metadata, (1 - (c.embedding <=> $2))::float8
              FROM rag_chunks c WHERE c.collection = $1 AND {cond}
-             ORDER BY c.embedding <=> $2, c.doc_id, c.chunk_index LIMIT $3"
+             ORDER BY c.embedding <=> $2 LIMIT $3"
         );
+        // Ordered by distance alone so the HNSW index can serve it (ties are broken in Rust).
         // Search settings are per transaction so pooled connections stay clean.
         let txn = client.transaction().await.map_err(pg)?;
         txn.batch_execute(&format!("SET LOCAL hnsw.ef_search = {}; SET LOCAL hnsw.iterative_scan = strict_order", (limit * 2).clamp(100, 1000)))
