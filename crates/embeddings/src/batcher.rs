@@ -203,6 +203,8 @@ fn worker(rx: mpsc::Receiver<Job>, run: Box<RunBatch>, cfg: BatcherConfig, obser
             start = end;
         }
 
+        // Before the replies, so a caller that got its answer never sees itself still counted.
+        depth.fetch_sub(round, Ordering::SeqCst);
         for ((job, res), fail) in jobs.into_iter().zip(results).zip(failed) {
             let reply = match fail {
                 Some(msg) => Err(EmbedError::Model(msg)),
@@ -210,7 +212,6 @@ fn worker(rx: mpsc::Receiver<Job>, run: Box<RunBatch>, cfg: BatcherConfig, obser
             };
             let _ = job.reply.send(reply);
         }
-        depth.fetch_sub(round, Ordering::SeqCst);
     }
 }
 

@@ -5,6 +5,7 @@
 //! that groups concurrent requests into batches by token budget).
 
 pub mod batcher;
+mod cpu_bert;
 pub mod model;
 
 pub use batcher::{BatchObserver, Batcher, BatcherConfig, EmbedError};

@@ -13,6 +13,8 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use crate::cpu_bert::CpuBert;
+
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pooling {
@@ -54,9 +56,16 @@ impl Encoded {
     }
 }
 
+enum Backend {
+    /// Packed, padding-free forward pass on the CPU (voice-kernels BLAS products).
+    Cpu(CpuBert),
+    /// candle's BERT on padded batches (CUDA, or on request).
+    Candle(BertModel),
+}
+
 /// One loaded encoder. Cheap to share (`Arc`); `embed` takes `&self`.
 pub struct Embedder {
-    model: BertModel,
+    backend: Backend,
     tokenizer: Tokenizer,
     pub pooling: Pooling,
     /// Longest input in tokens (special tokens included); longer inputs are truncated.
@@ -67,8 +76,17 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Load a model directory on `device`.
+    /// Load a model directory on `device` (the packed CPU forward pass on the CPU).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, false)
+    }
+
+    /// Load with candle's `BertModel` on any device (the reference the CPU path is tested against).
+    pub fn load_candle(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, true)
+    }
+
+    fn load_with(dir: &Path, device: &Device, force_candle: bool) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config_text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
         let config: Config = serde_json::from_str(&config_text).with_context(|| format!("{} is not a BERT config", config_path.display()))?;
@@ -89,9 +107,13 @@ impl Embedder {
         // SAFETY: the file is memory-mapped read-only and not modified while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .with_context(|| format!("reading {}", weights.display()))?;
-        let model = BertModel::load(vb, &config).with_context(|| format!("loading the BERT weights from {}", weights.display()))?;
+        let backend = if matches!(device, Device::Cpu) && !force_candle {
+            Backend::Cpu(CpuBert::load(vb, &config).with_context(|| format!("loading the BERT weights from {}", weights.display()))?)
+        } else {
+            Backend::Candle(BertModel::load(vb, &config).with_context(|| format!("loading the BERT weights from {}", weights.display()))?)
+        };
         Ok(Self {
-            model,
+            backend,
             tokenizer,
             pooling,
             max_seq_len,
@@ -132,11 +154,15 @@ impl Embedder {
         self.tokenizer.encode(text, false).map(|e| e.len()).unwrap_or_else(|_| text.split_whitespace().count())
     }
 
-    /// Embed a batch: pad to the longest, run the encoder, pool, L2-normalise.
+    /// Embed a batch: run the encoder, pool, L2-normalise.
     pub fn embed(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let model = match &self.backend {
+            Backend::Cpu(bert) => return self.embed_packed(bert, batch),
+            Backend::Candle(m) => m,
+        };
         let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * len);
@@ -150,7 +176,7 @@ impl Embedder {
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
         let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
+        let hidden = model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -163,6 +189,35 @@ impl Embedder {
         let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
         let normed = pooled.broadcast_div(&norms)?;
         Ok(normed.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+    }
+}
+
+impl Embedder {
+    fn embed_packed(&self, bert: &CpuBert, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+        let (hidden, lens) = bert.forward(&seqs)?;
+        let d = self.dimensions;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for len in lens {
+            let rows = &hidden[start * d..(start + len) * d];
+            let mut v = match self.pooling {
+                Pooling::Cls => rows[..d].to_vec(),
+                Pooling::Mean => {
+                    let mut acc = vec![0f32; d];
+                    for r in rows.chunks(d) {
+                        acc.iter_mut().zip(r).for_each(|(a, x)| *a += x);
+                    }
+                    acc.iter_mut().for_each(|a| *a /= len.max(1) as f32);
+                    acc
+                }
+            };
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
+            start += len;
+        }
+        Ok(out)
     }
 }
 

@@ -139,3 +139,17 @@ fn the_batcher_serves_concurrent_callers_in_order() {
         assert!(cosine(g, want) > 1.0 - 1e-6);
     }
 }
+
+#[test]
+fn the_packed_cpu_path_equals_candles_bert() {
+    let dir = voice_models::Fetcher::new(None).resolve("all-minilm-l6-v2", true, &[]).unwrap().dir;
+    let candle = Embedder::load_candle(&dir, &Device::Cpu).unwrap();
+    let texts = ["a", "The quick brown fox jumps over the lazy dog.", &"longer and longer ".repeat(40), "Où est la gare ?"];
+    let ours = embed(&texts);
+    let enc = candle.encode(&texts).unwrap();
+    let theirs = candle.embed(&enc.iter().collect::<Vec<_>>()).unwrap();
+    for (t, (a, b)) in texts.iter().zip(ours.iter().zip(&theirs)) {
+        let max = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-5, "{t:?}: packed CPU and candle differ by {max}");
+    }
+}
