@@ -45,11 +45,20 @@ pub struct Readiness {
     shutting_down: AtomicBool,
     model: Mutex<Option<String>>,
     failure: Mutex<Option<String>>,
+    /// Parts a service reports beside its model (e.g. voice-embed's document store), shown in
+    /// `/readyz` under `components`; they do not gate readiness.
+    components: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl Readiness {
     fn new() -> Self {
-        Self { ready: AtomicBool::new(false), shutting_down: AtomicBool::new(false), model: Mutex::new(None), failure: Mutex::new(None) }
+        Self {
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            model: Mutex::new(None),
+            failure: Mutex::new(None),
+            components: Mutex::new(Default::default()),
+        }
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
@@ -103,6 +112,11 @@ impl ServiceContext {
         *self.readiness.failure.lock().unwrap() = Some(why);
     }
 
+    /// Report the state of a part of the service in `/readyz` (`components.<name>`).
+    pub fn set_component(&self, name: &str, state: serde_json::Value) {
+        self.readiness.components.lock().unwrap().insert(name.to_string(), state);
+    }
+
     /// Refuse work unless the model is loaded and we are not shutting down.
     pub fn ensure_ready(&self) -> Result<(), ApiError> {
         if self.readiness.is_shutting_down() {
@@ -139,6 +153,7 @@ impl ServiceContext {
                 "degraded": dev.degraded,
                 "degraded_reason": dev.degraded_reason,
                 "queue_depth": self.queue.depth(),
+                "components": r.components.lock().unwrap().clone(),
             }),
         )
     }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -76,7 +76,10 @@ pub struct Core {
     pub model_id: String,
     pub slot: Arc<ModelSlot<Embedder>>,
     pub batcher: Batcher,
-    pub store: Arc<dyn Store>,
+    /// Set once the store is open; until then (another process still holds the embedded file
+    /// during a rolling update, or PostgreSQL is unreachable) retrieval answers 503 and
+    /// embeddings keep working.
+    pub store: OnceLock<Arc<dyn Store>>,
     pub metrics: Arc<EmbedMetrics>,
     pub chunking: ChunkConfig,
 }
@@ -135,6 +138,16 @@ pub struct SearchRequest {
 }
 
 impl Core {
+    pub fn store(&self) -> Result<&Arc<dyn Store>, ApiError> {
+        self.store.get().ok_or_else(|| {
+            ApiError::unavailable(
+                "the document store is not open yet (see /readyz components.store); embeddings work meanwhile",
+                Duration::from_secs(2),
+            )
+            .with_code("store_unavailable")
+        })
+    }
+
     pub fn embedder(&self) -> &Arc<Embedder> {
         self.slot.primary()
     }
@@ -178,7 +191,8 @@ impl Core {
     }
 
     pub async fn refresh_index_gauges(&self) {
-        if let Ok(cols) = self.store.list_collections().await {
+        let Some(store) = self.store.get() else { return };
+        if let Ok(cols) = store.list_collections().await {
             for c in cols {
                 self.metrics.index_documents.with_label_values(&[&c.name]).set(c.documents as i64);
                 self.metrics.index_chunks.with_label_values(&[&c.name]).set(c.chunks as i64);
@@ -252,13 +266,13 @@ impl Core {
             inputs.push(DocumentInput { id: d.id, text: d.text, format, metadata });
         }
 
-        self.store.create_collection(collection, self.dimensions(), &self.model_id).await.map_err(store_error)?;
+        self.store()?.create_collection(collection, self.dimensions(), &self.model_id).await.map_err(store_error)?;
 
         let mut outcomes = Vec::new();
         let mut writes = Vec::new();
         for doc in inputs {
             let hash = ingest::content_hash(&doc, cfg, &self.model_id);
-            let existing = self.store.document(collection, &doc.id).await.map_err(store_error)?;
+            let existing = self.store()?.document(collection, &doc.id).await.map_err(store_error)?;
             if let Some(e) = &existing {
                 if e.content_hash == hash {
                     outcomes.push(IngestOutcome { id: doc.id, status: "unchanged", chunks: e.chunks });
@@ -287,7 +301,7 @@ impl Core {
             });
         }
         if !writes.is_empty() {
-            self.store.upsert(collection, writes).await.map_err(store_error)?;
+            self.store()?.upsert(collection, writes).await.map_err(store_error)?;
         }
         for o in &outcomes {
             self.metrics.ingested.with_label_values(&[o.status]).inc();
@@ -327,13 +341,13 @@ impl Core {
             Some(f) => Filter::parse(f).map_err(|e| ApiError::bad_request(e.to_string()).with_param("filter").with_code("invalid_filter"))?,
         };
         // Unknown collection before spending a model call.
-        self.store.collection(collection).await.map_err(store_error)?;
+        self.store()?.collection(collection).await.map_err(store_error)?;
         let enc = self.encode(vec![req.query.clone()], true).await?;
         let qv = self.embed_encoded(enc).await?.pop().unwrap_or_default();
         let params = SearchParams { top_k, score_threshold: req.score_threshold, filter, mode, alpha };
-        let hits = search::search(self.store.as_ref(), collection, &req.query, &qv, &params).await.map_err(store_error)?;
+        let hits = search::search(self.store()?.as_ref(), collection, &req.query, &qv, &params).await.map_err(store_error)?;
         let mode_label = format!("{mode:?}").to_lowercase();
-        self.metrics.search_seconds.with_label_values(&[self.store.backend(), &mode_label]).observe(start.elapsed().as_secs_f64());
+        self.metrics.search_seconds.with_label_values(&[self.store()?.backend(), &mode_label]).observe(start.elapsed().as_secs_f64());
         Ok(hits)
     }
 

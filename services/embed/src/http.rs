@@ -152,8 +152,8 @@ async fn get_model(State(st): State<AppState>, Path(id): Path<String>) -> Result
 
 async fn list_collections(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
-    let cols = core.store.list_collections().await.map_err(store_error)?;
-    Ok(Json(json!({"object": "list", "data": cols, "backend": core.store.backend()})))
+    let cols = core.store()?.list_collections().await.map_err(store_error)?;
+    Ok(Json(json!({"object": "list", "data": cols, "backend": core.store()?.backend()})))
 }
 
 #[derive(Deserialize)]
@@ -165,18 +165,18 @@ struct CreateCollection {
 async fn create_collection(State(st): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
     let req: CreateCollection = parse_json(&body)?;
-    let info = core.store.create_collection(&req.name, core.dimensions(), &core.model_id).await.map_err(store_error)?;
+    let info = core.store()?.create_collection(&req.name, core.dimensions(), &core.model_id).await.map_err(store_error)?;
     Ok(Json(json!(info)))
 }
 
 async fn get_collection(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
-    Ok(Json(json!(core.store.collection(&name).await.map_err(store_error)?)))
+    Ok(Json(json!(core.store()?.collection(&name).await.map_err(store_error)?)))
 }
 
 async fn delete_collection(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
-    core.store.delete_collection(&name).await.map_err(store_error)?;
+    core.store()?.delete_collection(&name).await.map_err(store_error)?;
     core.metrics.index_documents.with_label_values(&[&name]).set(0);
     core.metrics.index_chunks.with_label_values(&[&name]).set(0);
     Ok(Json(json!({"name": name, "deleted": true})))
@@ -222,7 +222,7 @@ struct Page {
 async fn list_documents(State(st): State<AppState>, Path(name): Path<String>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let docs = core.store.list_documents(&name, page.offset.unwrap_or(0), limit).await.map_err(store_error)?;
+    let docs = core.store()?.list_documents(&name, page.offset.unwrap_or(0), limit).await.map_err(store_error)?;
     Ok(Json(json!({"object": "list", "data": docs})))
 }
 
@@ -232,13 +232,13 @@ fn no_document(id: &str) -> ApiError {
 
 async fn get_document(State(st): State<AppState>, Path((name, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
-    let doc = core.store.document(&name, &id).await.map_err(store_error)?.ok_or_else(|| no_document(&id))?;
+    let doc = core.store()?.document(&name, &id).await.map_err(store_error)?.ok_or_else(|| no_document(&id))?;
     Ok(Json(json!(doc)))
 }
 
 async fn delete_document(State(st): State<AppState>, Path((name, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let core = st.core()?;
-    if !core.store.delete_document(&name, &id).await.map_err(store_error)? {
+    if !core.store()?.delete_document(&name, &id).await.map_err(store_error)? {
         return Err(no_document(&id));
     }
     core.refresh_index_gauges().await;

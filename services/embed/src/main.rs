@@ -147,8 +147,14 @@ async fn load(state: &AppState) -> Result<core::Core> {
         },
         Some(metrics.clone()),
     );
-    let dims = slot.primary().dimensions;
-    let store: Arc<dyn Store> = match args.store {
+    let max_chunk = slot.primary().max_seq_len.saturating_sub(2);
+    let chunking = ChunkConfig { max_tokens: args.chunk_tokens.clamp(16, max_chunk.max(16)), overlap_tokens: args.chunk_overlap };
+    let core = core::Core { model_id: id, slot, batcher, store: OnceLock::new(), metrics, chunking };
+    Ok(core)
+}
+
+async fn open_store(args: &EmbedArgs, dims: usize) -> Result<Arc<dyn Store>> {
+    Ok(match args.store {
         StoreKind::Embedded => {
             let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
             Arc::new(tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir)).await??)
@@ -157,17 +163,46 @@ async fn load(state: &AppState) -> Result<core::Core> {
             let url = args.pg_url.clone().context("--store postgres needs --pg-url (or VOICE_EMBED_PG_URL)")?;
             Arc::new(PostgresStore::connect(&url, dims, args.pg_max_connections).await?)
         }
-    };
-    let max_chunk = slot.primary().max_seq_len.saturating_sub(2);
-    let chunking = ChunkConfig { max_tokens: args.chunk_tokens.clamp(16, max_chunk.max(16)), overlap_tokens: args.chunk_overlap };
-    let core = core::Core { model_id: id, slot, batcher, store, metrics, chunking };
-    core.refresh_index_gauges().await;
-    Ok(core)
+    })
+}
+
+/// Open the store, retrying with backoff while it is held by another process (the previous pod
+/// of a rolling update holds the embedded file until it exits) or the database is unreachable.
+/// The service is ready for embeddings meanwhile; retrieval answers 503 until this succeeds.
+async fn keep_opening_store(state: AppState, core: Arc<core::Core>) {
+    let store_name = format!("{:?}", state.args.store).to_lowercase();
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match open_store(&state.args, core.dimensions()).await {
+            Ok(store) => {
+                let _ = core.store.set(store);
+                core.refresh_index_gauges().await;
+                state.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "open"}));
+                tracing::info!(backend = %store_name, attempt, "document store open");
+                return;
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                state.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "retrying", "error": why, "attempt": attempt}));
+                tracing::warn!(backend = %store_name, attempt, error = %why, retry_in_ms = delay.as_millis() as u64, "document store not available yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = state.ctx.shutdown.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: EmbedArgs = voice_runtime::cli::parse(&SPEC)?;
+    if args.store == StoreKind::Postgres && args.pg_url.is_none() {
+        anyhow::bail!("--store postgres needs --pg-url (or VOICE_EMBED_PG_URL)");
+    }
     let ctx = ServiceContext::init(SPEC, args.service.clone())?;
     let state = AppState { ctx: ctx.clone(), args: Arc::new(args.clone()), core: Arc::new(OnceLock::new()) };
     let listeners = Listeners::bind(&args.service, true).await?;
@@ -177,7 +212,23 @@ async fn main() -> Result<()> {
         match load(&loader).await {
             Ok(c) => {
                 let id = c.model_id.clone();
-                let _ = loader.core.set(Arc::new(c));
+                let core = Arc::new(c);
+                let _ = loader.core.set(core.clone());
+                // The store's first attempt happens before `ready` so that a normal start never
+                // shows a ready service without its collections.
+                let first = open_store(&loader.args, core.dimensions()).await;
+                let store_name = format!("{:?}", loader.args.store).to_lowercase();
+                match first {
+                    Ok(store) => {
+                        let _ = core.store.set(store);
+                        core.refresh_index_gauges().await;
+                        loader.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "open"}));
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %store_name, error = %format!("{e:#}"), "document store not available at start; retrying in the background");
+                        tokio::spawn(keep_opening_store(loader.clone(), core.clone()));
+                    }
+                }
                 loader.ctx.set_ready(&id);
             }
             Err(e) => {

@@ -176,3 +176,36 @@ fn a_full_queue_answers_429_with_retry_after_and_never_5xx() {
     assert!(busy.iter().all(|r| r.1.is_some()), "429 without Retry-After");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A rolling update on one volume: the new process is ready (embeddings work) while the old one
+/// still holds the embedded store, answers 503 + Retry-After for retrieval meanwhile, and opens
+/// the store once the old process has exited.
+#[test]
+fn a_second_process_waits_for_the_store_and_takes_over() {
+    let dir = temp_dir("handover");
+    let args = ["--data-dir", dir.as_str()];
+    let mut old = SVC.start(&args, &[]);
+    assert_eq!(post(&old, "/v1/collections/notes/documents", json!({"documents": [doc(1)]})).0, 200);
+
+    let new = SVC.start(&args, &[]);
+    assert_eq!(post(&new, "/v1/embeddings", json!({"input": "still serving embeddings"})).0, 200);
+    let r = client().get(format!("{}/v1/collections", new.http)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(new.readyz()["components"]["store"]["status"], "retrying");
+
+    old.sigterm();
+    assert!(old.wait_exit(Duration::from_secs(30)).success());
+    let start = Instant::now();
+    loop {
+        let (st, info) = get(&new, "/v1/collections/notes");
+        if st == 200 {
+            assert_eq!(info["documents"], 1);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the new process never opened the store: {st} {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(new.readyz()["components"]["store"]["status"], "open");
+    let _ = std::fs::remove_dir_all(&dir);
+}
