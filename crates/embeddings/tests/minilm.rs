@@ -18,7 +18,9 @@ fn embedder() -> &'static Embedder {
 }
 
 fn data(name: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    // At run time: a shared target dir may hold this binary compiled in another checkout.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let p = dir.join("tests/data").join(name);
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 

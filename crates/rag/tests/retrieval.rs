@@ -38,7 +38,7 @@ fn embed(e: &Embedder, texts: &[&str]) -> Vec<Vec<f32>> {
 }
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    voice_testkit::repo_root().join("crates/rag/tests/data")
 }
 
 /// The corpus as documents: metadata `topic` = file stem, `kind` alternating so filters have something to bite.

@@ -13,6 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The repository root, found at run time from the package under test (`cargo test` sets
+/// CARGO_MANIFEST_DIR for the test process). Not `env!`: a shared target directory may reuse a
+/// test binary compiled in another checkout of the same workspace.
+pub fn repo_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::current_dir().unwrap());
+    start.ancestors().find(|d| d.join("Cargo.lock").is_file() && d.join("models/manifest.toml").is_file()).map(PathBuf::from).unwrap_or(start)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

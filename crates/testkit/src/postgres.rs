@@ -28,7 +28,7 @@ fn bin_dir() -> PathBuf {
     if let Ok(p) = std::env::var("VOICE_PG_BIN") {
         return PathBuf::from(p);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-postgres.sh");
+    let script = crate::repo_root().join("scripts/fetch-postgres.sh");
     let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(out.status.success(), "{} failed", script.display());
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())

@@ -38,7 +38,7 @@ fn delete(path: &str) -> (u16, Value) {
 }
 
 fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    voice_testkit::repo_root().join(rel)
 }
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {

@@ -44,7 +44,10 @@ pub const SECURITY_EXCEPTIONS: [(&str, &str, &str, &[&str], &str); 1] = [(
 // ------------------------------------------------------------------------------------ rendering
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    // At run time (cargo sets CARGO_MANIFEST_DIR for the test process): a shared target dir may
+    // hold a test binary compiled in another checkout, whose compile-time path is stale.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("../..").canonicalize().expect("repository root")
 }
 
 /// kubectl: `$KUBECTL`, else on `PATH`, else the one deploy/validate.sh installs.

@@ -267,6 +267,17 @@ fn full_overlay_is_gpu_plus_the_optional_components() {
     }
     let agent = main_container(full, "voice-agent").unwrap();
     assert!(env_value(agent, "VOICE_AGENT_DATABASE_URL").is_some_and(|u| u.contains("voice-pgvector")));
+    // voice-embed: PostgreSQL in full, the embedded store on its volume in gpu.
+    let embed = main_container(full, "voice-embed").unwrap();
+    assert_eq!(env_value(embed, "VOICE_EMBED_STORE"), Some("postgres"));
+    assert!(env_value(embed, "VOICE_EMBED_PG_URL").is_some_and(|u| u.contains("voice-pgvector")));
+    assert!(env_value(embed, "VOICE_EMBED_DATA_DIR").is_none());
+    let mounts = |c: &Value| c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(!mounts(embed).contains(&"/data".to_string()) && mounts(embed).contains(&"/tmp".to_string()));
+    let embed = main_container(gpu, "voice-embed").unwrap();
+    assert_eq!(env_value(embed, "VOICE_EMBED_STORE"), Some("embedded"));
+    assert_eq!(env_value(embed, "VOICE_EMBED_DATA_DIR"), Some("/data"));
+    assert!(mounts(embed).contains(&"/data".to_string()));
 }
 
 #[test]
