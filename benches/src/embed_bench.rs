@@ -153,7 +153,7 @@ async fn main() -> Result<()> {
         let store = PostgresStore::connect(&pg.url, e.dimensions, 4).await?;
         let mut rng = StdRng::seed_from_u64(11);
         let (p50, p99, total) = search_latency(&store, e.dimensions, chunks, queries, &mut rng).await?;
-        println!("search postgres  chunks={chunks} p50 {p50:.2} ms  p99 {p99:.2} ms  (hybrid top-5, HNSW + GIN, {queries} queries; {total:.0} s incl. load)");
+        println!("search postgres  chunks={chunks} p50 {p50:.2} ms  p99 {p99:.2} ms  (hybrid top-5, HNSW + B-tree postings, {queries} queries; {total:.0} s incl. load)");
     }
     Ok(())
 }
