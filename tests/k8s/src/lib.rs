@@ -11,7 +11,7 @@
 //! of them at once, and the negative tests can feed hand-written broken manifests to the same code.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
