@@ -100,6 +100,15 @@ pub struct ServiceArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Bearer keys the API accepts (repeat the flag; the environment variable takes a
+    /// comma-separated list). None configured: the API is open. /healthz, /readyz, /metrics stay open.
+    #[arg(long = "api-key", value_delimiter = ',')]
+    pub api_key: Vec<crate::auth::Secret>,
+
+    /// File with accepted keys, one per line (`#` comments): e.g. a mounted Kubernetes Secret.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+
     /// Optional TOML file with defaults for any of these flags.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -55,6 +55,12 @@ impl ApiError {
         self
     }
 
+    /// 401: no or a wrong API key (the key itself is never echoed).
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "missing or incorrect API key: send `Authorization: Bearer <key>`")
+            .with_code("invalid_api_key")
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
     }

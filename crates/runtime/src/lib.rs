@@ -4,6 +4,7 @@
 //! server with health, readiness and graceful shutdown ([`server`]), and audio decoding ([`audio`]).
 
 pub mod audio;
+pub mod auth;
 pub mod cli;
 pub mod device;
 pub mod error;

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::ApiKeys,
     cli::{ServiceArgs, ServiceSpec},
     device::{DeviceSpec, DeviceState},
     error::ApiError,
@@ -78,6 +79,7 @@ pub struct ServiceContext {
     pub readiness: Arc<Readiness>,
     pub queue: WorkQueue,
     pub shutdown: CancellationToken,
+    pub api_keys: ApiKeys,
 }
 
 impl ServiceContext {
@@ -92,7 +94,11 @@ impl ServiceContext {
         let metrics = Metrics::new(spec.name).context("registering metrics")?;
         let device_state = DeviceState::new(args.device, metrics.clone());
         let queue = WorkQueue::new(args.max_concurrency, args.max_queue, metrics.clone());
-        Ok(Self { spec, args, metrics, device_state, readiness: Arc::new(Readiness::new()), queue, shutdown: CancellationToken::new() })
+        let api_keys = ApiKeys::load(&args.api_key, args.api_key_file.as_deref())?;
+        if api_keys.enabled() {
+            tracing::info!("API keys configured: HTTP and gRPC API requests need a bearer key");
+        }
+        Ok(Self { spec, args, metrics, device_state, readiness: Arc::new(Readiness::new()), queue, shutdown: CancellationToken::new(), api_keys })
     }
 
     pub fn requested_device(&self) -> DeviceSpec {
@@ -207,6 +213,7 @@ pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc:
         (Some(routes), Some(listener)) => {
             let token = ctx.shutdown.clone();
             let metrics = ctx.metrics.clone();
+            let keys = ctx.api_keys.clone();
             let timeout = ctx.args.request_timeout;
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             Some(tokio::spawn(async move {
@@ -214,6 +221,7 @@ pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc:
                     .timeout(timeout)
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .layer(tower::layer::layer_fn(move |inner| GrpcMetrics { inner, metrics: metrics.clone() }))
+                    .layer(tower::layer::layer_fn(move |inner| GrpcAuth { inner, keys: keys.clone() }))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move { token.cancelled().await })
                     .await
@@ -302,6 +310,12 @@ async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, nex
     let start = Instant::now();
     let m = &ctx.metrics;
 
+    if !ctx.api_keys.check(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        m.rejected.with_label_values(&["unauthorized"]).inc();
+        let response = ApiError::unauthorized().into_response();
+        m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+        return response;
+    }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let response = if declared.is_some_and(|n| n > ctx.args.max_body_bytes) {
         m.rejected.with_label_values(&["body_too_large"]).inc();
@@ -372,5 +386,38 @@ where
             metrics.grpc_duration.with_label_values(&[&method]).observe(start.elapsed().as_secs_f64());
             res
         })
+    }
+}
+
+/// Refuses gRPC calls without an accepted bearer key (`authorization` metadata) with
+/// `UNAUTHENTICATED`, before they reach a handler.
+#[derive(Clone)]
+struct GrpcAuth<S> {
+    inner: S,
+    keys: ApiKeys,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if self.keys.check(req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes())) {
+            Box::pin(self.inner.call(req))
+        } else {
+            let status = ApiError::unauthorized().to_status();
+            Box::pin(async move { Ok(status.into_http()) })
+        }
     }
 }

@@ -209,3 +209,50 @@ fn a_second_process_waits_for_the_store_and_takes_over() {
     assert_eq!(new.readyz()["components"]["store"]["status"], "open");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bearer keys from a flag and a file: API requests need one (HTTP 401 in OpenAI's shape, gRPC
+/// UNAUTHENTICATED), probes and metrics stay open, and no key reaches the logs.
+#[test]
+fn api_keys_guard_http_and_grpc_and_never_reach_the_logs() {
+    let dir = temp_dir("auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = format!("{dir}/keys");
+    std::fs::write(&key_file, "# rotated 2026-11\nfile-key-7f3a9c\n").unwrap();
+    let data = format!("{dir}/data");
+    let s = SVC.start(&["--data-dir", data.as_str(), "--api-key", "flag-key-51be02", "--api-key-file", key_file.as_str()], &[]);
+    let url = format!("{}/v1/embeddings", s.http);
+    let body = json!({"input": "hello"});
+    let send = |auth: Option<&str>| {
+        let mut r = client().post(&url).json(&body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        voice_testkit::reply(r.send().unwrap())
+    };
+    voice_testkit::assert_error(&send(None), 401, "API key");
+    voice_testkit::assert_error(&send(Some("Bearer wrong-key")), 401, "API key");
+    voice_testkit::assert_error(&send(Some("flag-key-51be02")), 401, "API key");
+    assert_eq!(send(Some("Bearer flag-key-51be02")).0, 200);
+    assert_eq!(send(Some("Bearer file-key-7f3a9c")).0, 200);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(client().get(format!("{}{open}", s.http)).send().unwrap().status().as_u16(), 200, "{open}");
+    }
+    assert!(voice_testkit::metric(&s.http, "voice_embed_rejected_requests_total", "reason=\"unauthorized\"") >= 3.0);
+
+    use voice_proto::embed::v1::{embeddings_client::EmbeddingsClient, EmbedRequest};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = EmbeddingsClient::connect(s.grpc.clone()).await.unwrap();
+        let e = c.embed(EmbedRequest { input: vec!["hi".into()], no_truncate: false }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let mut req = tonic::Request::new(EmbedRequest { input: vec!["hi".into()], no_truncate: false });
+        req.metadata_mut().insert("authorization", "Bearer file-key-7f3a9c".parse().unwrap());
+        assert_eq!(c.embed(req).await.unwrap().into_inner().data.len(), 1);
+    });
+    let log = s.log_text();
+    assert!(!log.is_empty());
+    for secret in ["flag-key-51be02", "file-key-7f3a9c"] {
+        assert!(!log.contains(secret), "{secret} appears in the log");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
