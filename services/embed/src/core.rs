@@ -268,8 +268,9 @@ impl Core {
 
         self.store()?.create_collection(collection, self.dimensions(), &self.model_id).await.map_err(store_error)?;
 
+        // 1. What changed, chunked.
         let mut outcomes = Vec::new();
-        let mut writes = Vec::new();
+        let mut changed = Vec::new();
         for doc in inputs {
             let hash = ingest::content_hash(&doc, cfg, &self.model_id);
             let existing = self.store()?.document(collection, &doc.id).await.map_err(store_error)?;
@@ -286,15 +287,23 @@ impl Core {
             })
             .await
             .map_err(|e| ApiError::internal(format!("chunking task failed: {e}")))?;
-            let enc = self.encode(chunks.iter().map(|c| c.text.clone()).collect(), true).await?;
-            let vectors = self.embed_encoded(enc).await?;
             let n = chunks.len() as u32;
             outcomes.push(IngestOutcome { id: doc.id.clone(), status: if existing.is_some() { "updated" } else { "created" }, chunks: n });
+            changed.push((doc, hash, chunks));
+        }
+        // 2. Every chunk of the request in one call: the batcher packs them by token budget.
+        let texts: Vec<String> = changed.iter().flat_map(|(_, _, chunks)| chunks.iter().map(|c| c.text.clone())).collect();
+        let enc = self.encode(texts, true).await?;
+        let mut vectors = self.embed_encoded(enc).await?.into_iter();
+        // 3. Back to documents.
+        let mut writes = Vec::with_capacity(changed.len());
+        for (doc, hash, chunks) in changed {
+            let n = chunks.len() as u32;
             writes.push(DocumentWrite {
                 info: DocumentInfo { id: doc.id, content_hash: hash, metadata: doc.metadata, chunks: n, updated_at: voice_rag::store::now_secs() },
                 chunks: chunks
                     .into_iter()
-                    .zip(vectors)
+                    .zip(vectors.by_ref())
                     .enumerate()
                     .map(|(i, (c, v))| ChunkWrite { index: i as u32, text: c.text, section: c.section, embedding: v })
                     .collect(),
