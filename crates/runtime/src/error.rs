@@ -167,6 +167,15 @@ impl From<ApiError> for tonic::Status {
 /// JSON helper for handlers.
 pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// A request's optional `model` must name the one model this service serves (empty = any).
+pub fn check_model(served: &str, requested: Option<&str>) -> Result<(), ApiError> {
+    match requested.map(str::trim) {
+        None | Some("") => Ok(()),
+        Some(m) if m == served => Ok(()),
+        Some(m) => Err(ApiError::model_not_found(m, &[served.to_string()])),
+    }
+}
+
 /// Parse a JSON request body, turning every problem into a 400 in OpenAI's shape (invalid UTF-8
 /// and unknown or missing fields named in `param`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

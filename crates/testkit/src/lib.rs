@@ -146,6 +146,14 @@ impl Server {
         }
     }
 
+    /// Kill the server the hard way (a crash: no drain, no shutdown code).
+    pub fn sigkill(&self) {
+        // Safety: signalling our own child process.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGKILL);
+        }
+    }
+
     /// Wait for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let start = Instant::now();

@@ -166,34 +166,41 @@ async fn open_store(args: &EmbedArgs, dims: usize) -> Result<Arc<dyn Store>> {
     })
 }
 
-/// Open the store, retrying with backoff while it is held by another process (the previous pod
-/// of a rolling update holds the embedded file until it exits) or the database is unreachable.
-/// The service is ready for embeddings meanwhile; retrieval answers 503 until this succeeds.
-async fn keep_opening_store(state: AppState, core: Arc<core::Core>) {
-    let store_name = format!("{:?}", state.args.store).to_lowercase();
-    let mut delay = Duration::from_millis(500);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match open_store(&state.args, core.dimensions()).await {
-            Ok(store) => {
-                let _ = core.store.set(store);
-                core.refresh_index_gauges().await;
-                state.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "open"}));
-                tracing::info!(backend = %store_name, attempt, "document store open");
-                return;
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                state.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "retrying", "error": why, "attempt": attempt}));
-                tracing::warn!(backend = %store_name, attempt, error = %why, retry_in_ms = delay.as_millis() as u64, "document store not available yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = state.ctx.shutdown.cancelled() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+/// One attempt to open the store: on success it serves retrieval; either way `/readyz`
+/// (`components.store`) and the log say how it went.
+async fn try_open_store(state: &AppState, core: &core::Core, attempt: u32) -> bool {
+    let backend = format!("{:?}", state.args.store).to_lowercase();
+    match open_store(&state.args, core.dimensions()).await {
+        Ok(store) => {
+            let _ = core.store.set(store);
+            core.refresh_index_gauges().await;
+            state.ctx.set_component("store", serde_json::json!({"backend": backend, "status": "open"}));
+            tracing::info!(backend = %backend, attempt, "document store open");
+            true
         }
+        Err(e) => {
+            let why = format!("{e:#}");
+            state.ctx.set_component("store", serde_json::json!({"backend": backend, "status": "retrying", "error": why, "attempt": attempt}));
+            tracing::warn!(backend = %backend, attempt, error = %why, "document store not available yet; retrying in the background");
+            false
+        }
+    }
+}
+
+/// Retry with backoff while the store is held by another process (the previous pod of a rolling
+/// update holds the embedded file until it exits) or the database is unreachable. The service is
+/// ready for embeddings meanwhile; retrieval answers 503 until this succeeds.
+async fn keep_opening_store(state: AppState, core: Arc<core::Core>) {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 2.. {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = state.ctx.shutdown.cancelled() => return,
+        }
+        if try_open_store(&state, &core, attempt).await {
+            return;
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -216,18 +223,8 @@ async fn main() -> Result<()> {
                 let _ = loader.core.set(core.clone());
                 // The store's first attempt happens before `ready` so that a normal start never
                 // shows a ready service without its collections.
-                let first = open_store(&loader.args, core.dimensions()).await;
-                let store_name = format!("{:?}", loader.args.store).to_lowercase();
-                match first {
-                    Ok(store) => {
-                        let _ = core.store.set(store);
-                        core.refresh_index_gauges().await;
-                        loader.ctx.set_component("store", serde_json::json!({"backend": store_name, "status": "open"}));
-                    }
-                    Err(e) => {
-                        tracing::warn!(backend = %store_name, error = %format!("{e:#}"), "document store not available at start; retrying in the background");
-                        tokio::spawn(keep_opening_store(loader.clone(), core.clone()));
-                    }
+                if !try_open_store(&loader, &core, 1).await {
+                    tokio::spawn(keep_opening_store(loader.clone(), core.clone()));
                 }
                 loader.ctx.set_ready(&id);
             }

@@ -89,10 +89,7 @@ fn restart_keeps_everything_and_kill_9_loses_no_acknowledged_document() {
         assert!(start.elapsed() < Duration::from_secs(120), "bulk ingest too slow");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Safety: signalling our own child.
-    unsafe {
-        libc_kill(s.pid());
-    }
+    s.sigkill();
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().unwrap();
@@ -114,13 +111,6 @@ fn restart_keeps_everything_and_kill_9_loses_no_acknowledged_document() {
     assert_eq!(st, 200);
     assert!(!r["data"].as_array().unwrap().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-unsafe fn libc_kill(pid: i32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    kill(pid, 9);
 }
 
 #[test]

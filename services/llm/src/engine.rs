@@ -91,11 +91,7 @@ pub enum Prompt {
 
 impl LlmEngine {
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        match requested.map(str::trim) {
-            None | Some("") => Ok(()),
-            Some(m) if m == self.model_id => Ok(()),
-            Some(m) => Err(ApiError::model_not_found(m, std::slice::from_ref(&self.model_id))),
-        }
+        voice_runtime::error::check_model(&self.model_id, requested)
     }
 
     pub fn context_length(&self) -> usize {

@@ -112,16 +112,24 @@ impl PostgresStore {
 
     async fn collection_info(&self, client: &tokio_postgres::Client, name: &str) -> StoreResult<CollectionInfo> {
         let row = client
-            .query_opt(
-                "SELECT c.name, c.dimensions, c.model, c.created_at,
-                        (SELECT count(*) FROM rag_documents d WHERE d.collection = c.name), c.chunk_count
-                 FROM rag_collections c WHERE c.name = $1",
-                &[&name],
-            )
+            .query_opt(format!("{COLLECTION_SELECT} WHERE c.name = $1").as_str(), &[&name])
             .await
             .map_err(pg)?
             .ok_or_else(|| StoreError::CollectionNotFound(name.to_string()))?;
         Ok(collection_from_row(&row))
+    }
+}
+
+/// The columns [`collection_from_row`] reads.
+const COLLECTION_SELECT: &str = "SELECT c.name, c.dimensions, c.model, c.created_at,
+        (SELECT count(*) FROM rag_documents d WHERE d.collection = c.name), c.chunk_count
+ FROM rag_collections c";
+
+/// Metadata columns are always written as JSON objects.
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
 }
 
@@ -137,30 +145,22 @@ fn collection_from_row(row: &Row) -> CollectionInfo {
 }
 
 fn document_from_row(row: &Row) -> DocumentInfo {
-    let metadata: Value = row.get(2);
     DocumentInfo {
         id: row.get(0),
         content_hash: row.get(1),
-        metadata: match metadata {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        },
+        metadata: object(row.get(2)),
         chunks: row.get::<_, i32>(3) as u32,
         updated_at: row.get::<_, i64>(4) as u64,
     }
 }
 
 fn candidate_from_row(row: &Row) -> Candidate {
-    let metadata: Value = row.get(4);
     Candidate {
         doc_id: row.get(0),
         index: row.get::<_, i32>(1) as u32,
         text: row.get(2),
         section: row.get(3),
-        metadata: match metadata {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        },
+        metadata: object(row.get(4)),
         score: row.get(5),
     }
 }
@@ -239,15 +239,7 @@ impl Store for PostgresStore {
 
     async fn list_collections(&self) -> StoreResult<Vec<CollectionInfo>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT c.name, c.dimensions, c.model, c.created_at,
-                        (SELECT count(*) FROM rag_documents d WHERE d.collection = c.name), c.chunk_count
-                 FROM rag_collections c ORDER BY c.name",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
+        let rows = client.query(format!("{COLLECTION_SELECT} ORDER BY c.name").as_str(), &[]).await.map_err(pg)?;
         Ok(rows.iter().map(collection_from_row).collect())
     }
 
