@@ -272,12 +272,21 @@ fn single_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, sca
 
 /// 1-D convolution, x (b, c_in, t), w (c_out, c_in, k), bias (c_out).
 pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+    conv1d_dilated(x, w, bias, stride, padding, 1)
+}
+
+/// [`conv1d`] with a dilation (taps `dilation` samples apart).
+pub fn conv1d_dilated(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
     let mut all = vec![x, w];
     all.extend(bias);
     if let Some(blas) = cpu_blas(&all) {
         let (b, c_in, t_in) = x.dims3()?;
         let (c_out, _, ks) = w.dims3()?;
-        let t_out = (t_in + 2 * padding - ks) / stride + 1;
+        let span = dilation * (ks - 1) + 1;
+        if t_in + 2 * padding < span {
+            candle_core::bail!("conv1d: input of {t_in} samples is shorter than the kernel span {span}");
+        }
+        let t_out = (t_in + 2 * padding - span) / stride + 1;
         let x = x.contiguous()?;
         let w = w.contiguous()?;
         let kk = c_in * ks;
@@ -301,7 +310,7 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
                         let (c, j) = (r / ks, r % ks);
                         let src = &xb[c * t_in..(c + 1) * t_in];
                         for (to, dst) in row.iter_mut().enumerate() {
-                            let pos = (to * stride + j) as isize - padding as isize;
+                            let pos = (to * stride + j * dilation) as isize - padding as isize;
                             *dst = if pos >= 0 && (pos as usize) < t_in { src[pos as usize] } else { 0.0 };
                         }
                     });
@@ -328,7 +337,68 @@ pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
         });
         return Tensor::from_vec(out, (b, c_out, t_out), &Device::Cpu);
     }
-    let y = x.conv1d(w, padding, stride, 1, 1)?;
+    let y = x.conv1d(w, padding, stride, dilation, 1)?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1))?),
+        None => Ok(y),
+    }
+}
+
+/// Transposed 1-D convolution (groups 1), x (b, c_in, t), w (c_in, c_out, k), bias (c_out):
+/// output length (t - 1) * stride - 2 * padding + k + output_padding. On the CPU one `sgemm`
+/// gives every tap's contribution (c_out * k, t) and an overlap-add places them, instead of
+/// candle's direct loops.
+pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, output_padding: usize) -> Result<Tensor> {
+    let mut all = vec![x, w];
+    all.extend(bias);
+    if let Some(blas) = cpu_blas(&all) {
+        let (b, c_in, t_in) = x.dims3()?;
+        let (w_in, c_out, ks) = w.dims3()?;
+        if w_in != c_in {
+            candle_core::bail!("conv_transpose1d: input has {c_in} channels, weight expects {w_in}");
+        }
+        let full = (t_in - 1) * stride + ks + output_padding;
+        if full < 2 * padding {
+            candle_core::bail!("conv_transpose1d: padding {padding} exceeds the output");
+        }
+        let t_out = full - 2 * padding;
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
+        let bias_v: Option<Vec<f32>> = match bias {
+            Some(bv) => Some(bv.contiguous()?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let mut out = vec![0f32; b * c_out * t_out];
+        let mut cols = vec![0f32; c_out * ks * t_in];
+        with_f32(&x, |xv| {
+            with_f32(&w, |wv| {
+                for bi in 0..b {
+                    // cols (c_out*k, t_in) = W^T (c_out*k, c_in) x X (c_in, t_in)
+                    // Safety: wv holds c_in*c_out*k, xv b*c_in*t_in, cols c_out*k*t_in elements.
+                    unsafe {
+                        blas.sgemm(true, false, c_out * ks, t_in, c_in, 1.0, wv.as_ptr(), c_out * ks, xv.as_ptr().add(bi * c_in * t_in), t_in, 0.0, cols.as_mut_ptr(), t_in);
+                    }
+                    use rayon::prelude::*;
+                    out[bi * c_out * t_out..(bi + 1) * c_out * t_out].par_chunks_mut(t_out).enumerate().for_each(|(co, row)| {
+                        if let Some(bv) = &bias_v {
+                            row.fill(bv[co]);
+                        }
+                        for k in 0..ks {
+                            let src = &cols[(co * ks + k) * t_in..(co * ks + k + 1) * t_in];
+                            for (ti, &v) in src.iter().enumerate() {
+                                let pos = ti * stride + k;
+                                if pos >= padding && pos - padding < t_out {
+                                    row[pos - padding] += v;
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+        });
+        return Tensor::from_vec(out, (b, c_out, t_out), &Device::Cpu);
+    }
+    let y = x.conv_transpose1d(w, padding, output_padding, stride, 1, 1)?;
     match bias {
         Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1))?),
         None => Ok(y),

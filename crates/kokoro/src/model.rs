@@ -1,0 +1,611 @@
+//! Kokoro v1.0: ALBERT phoneme encoder -> prosody predictor (durations, F0, energy) -> text
+//! encoder aligned by the predicted durations -> iSTFTNet decoder with a harmonic source.
+//! Module and parameter names follow the PyTorch reference (`kokoro` 0.9.4) so both weight
+//! sources load into the same structs.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, IndexOp, Tensor, D};
+
+use crate::ops::{layer_norm, layer_norm_plain, leaky_relu, snake, AdaIn, BiLstm, Conv1d, ConvTranspose1d, DepthwiseUp2, Linear};
+use crate::weights::Weights;
+
+pub const SAMPLE_RATE: u32 = 24_000;
+/// Most phoneme tokens per forward pass, padding tokens included (ALBERT's positions).
+pub const CONTEXT_LENGTH: usize = 512;
+const STYLE: usize = 128;
+const HIDDEN: usize = 512;
+/// Audio samples per predicted duration frame: decoder x2, generator x10 x6, iSTFT hop 5.
+pub const SAMPLES_PER_FRAME: usize = 600;
+const N_FFT: usize = 20;
+const HOP: usize = 5;
+
+// ---------------------------------------------------------------- ALBERT
+
+#[derive(Debug, Clone)]
+struct Albert {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    emb_ln: (Tensor, Tensor),
+    mapping_in: Linear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    dense: Linear,
+    attn_ln: (Tensor, Tensor),
+    ffn: Linear,
+    ffn_out: Linear,
+    full_ln: (Tensor, Tensor),
+}
+
+const ALBERT_LAYERS: usize = 12;
+const ALBERT_HEADS: usize = 12;
+const ALBERT_HIDDEN: usize = 768;
+
+impl Albert {
+    fn load(ws: &Weights) -> Result<Self> {
+        let l = "bert.encoder.albert_layer_groups.0.albert_layers.0";
+        let ln = |name: &str, n: usize| -> Result<(Tensor, Tensor)> { Ok((ws.get(&format!("{name}.weight"), &[n])?, ws.get(&format!("{name}.bias"), &[n])?)) };
+        Ok(Self {
+            word: ws.get("bert.embeddings.word_embeddings.weight", &[178, 128])?,
+            position: ws.get("bert.embeddings.position_embeddings.weight", &[CONTEXT_LENGTH, 128])?,
+            token_type: ws.get("bert.embeddings.token_type_embeddings.weight", &[2, 128])?,
+            emb_ln: ln("bert.embeddings.LayerNorm", 128)?,
+            mapping_in: Linear::load(ws, "bert.encoder.embedding_hidden_mapping_in", ALBERT_HIDDEN, 128)?,
+            q: Linear::load(ws, &format!("{l}.attention.query"), ALBERT_HIDDEN, ALBERT_HIDDEN)?,
+            k: Linear::load(ws, &format!("{l}.attention.key"), ALBERT_HIDDEN, ALBERT_HIDDEN)?,
+            v: Linear::load(ws, &format!("{l}.attention.value"), ALBERT_HIDDEN, ALBERT_HIDDEN)?,
+            dense: Linear::load(ws, &format!("{l}.attention.dense"), ALBERT_HIDDEN, ALBERT_HIDDEN)?,
+            attn_ln: ln(&format!("{l}.attention.LayerNorm"), ALBERT_HIDDEN)?,
+            ffn: Linear::load(ws, &format!("{l}.ffn"), 2048, ALBERT_HIDDEN)?,
+            ffn_out: Linear::load(ws, &format!("{l}.ffn_output"), ALBERT_HIDDEN, 2048)?,
+            full_ln: ln(&format!("{l}.full_layer_layer_norm"), ALBERT_HIDDEN)?,
+        })
+    }
+
+    /// ids (t) -> (t, 768). One sequence, no padding, so no attention mask.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let t = ids.dim(0)?;
+        let emb = (self.word.index_select(ids, 0)? + self.position.narrow(0, 0, t)?)?.broadcast_add(&self.token_type.i(0)?)?;
+        let mut x = self.mapping_in.forward(&layer_norm(&emb, &self.emb_ln.0, &self.emb_ln.1, 1e-12)?)?;
+        let dh = ALBERT_HIDDEN / ALBERT_HEADS;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let heads = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((t, ALBERT_HEADS, dh))?.transpose(0, 1)?.contiguous()?) };
+        for _ in 0..ALBERT_LAYERS {
+            let q = heads(self.q.forward(&x)?)?;
+            let k = heads(self.k.forward(&x)?)?;
+            let v = heads(self.v.forward(&x)?)?;
+            let att = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+            let ctx = att.matmul(&v)?.transpose(0, 1)?.reshape((t, ALBERT_HIDDEN))?;
+            x = layer_norm(&(self.dense.forward(&ctx)? + &x)?, &self.attn_ln.0, &self.attn_ln.1, 1e-12)?;
+            // ALBERT's "gelu_new": the tanh approximation.
+            let h = self.ffn_out.forward(&self.ffn.forward(&x)?.gelu()?)?;
+            x = layer_norm(&(h + &x)?, &self.full_ln.0, &self.full_ln.1, 1e-12)?;
+        }
+        Ok(x)
+    }
+}
+
+// ---------------------------------------------------------------- text encoder
+
+#[derive(Debug, Clone)]
+struct TextEncoder {
+    embedding: Tensor,
+    cnn: Vec<(Conv1d, Tensor, Tensor)>,
+    lstm: BiLstm,
+}
+
+impl TextEncoder {
+    fn load(ws: &Weights) -> Result<Self> {
+        let mut cnn = Vec::new();
+        for i in 0..3 {
+            let p = format!("text_encoder.cnn.{i}");
+            cnn.push((
+                Conv1d::load(ws, &format!("{p}.0"), HIDDEN, HIDDEN, 5, 1, 2, 1, true)?,
+                ws.get(&format!("{p}.1.gamma"), &[HIDDEN])?,
+                ws.get(&format!("{p}.1.beta"), &[HIDDEN])?,
+            ));
+        }
+        Ok(Self { embedding: ws.get("text_encoder.embedding.weight", &[178, HIDDEN])?, cnn, lstm: BiLstm::load(ws, "text_encoder.lstm", HIDDEN, HIDDEN / 2)? })
+    }
+
+    /// ids (t) -> (1, 512, t)
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut x = self.embedding.index_select(ids, 0)?.t()?.unsqueeze(0)?; // (1, 512, t)
+        for (conv, g, b) in &self.cnn {
+            let y = conv.forward(&x)?;
+            let y = layer_norm(&y.transpose(1, 2)?, g, b, 1e-5)?.transpose(1, 2)?;
+            x = leaky_relu(&y, 0.2)?;
+        }
+        let y = self.lstm.forward(&x.squeeze(0)?.t()?.contiguous()?)?; // (t, 512)
+        Ok(y.t()?.unsqueeze(0)?)
+    }
+}
+
+// ---------------------------------------------------------------- residual blocks
+
+/// `AdainResBlk1d` (prosody predictor and decoder).
+#[derive(Debug, Clone)]
+struct AdainResBlk {
+    norm1: AdaIn,
+    norm2: AdaIn,
+    conv1: Conv1d,
+    conv2: Conv1d,
+    conv1x1: Option<Conv1d>,
+    pool: Option<DepthwiseUp2>,
+}
+
+impl AdainResBlk {
+    fn load(ws: &Weights, name: &str, dim_in: usize, dim_out: usize, upsample: bool) -> Result<Self> {
+        Ok(Self {
+            norm1: AdaIn::load(ws, &format!("{name}.norm1"), STYLE, dim_in)?,
+            norm2: AdaIn::load(ws, &format!("{name}.norm2"), STYLE, dim_out)?,
+            conv1: Conv1d::load(ws, &format!("{name}.conv1"), dim_in, dim_out, 3, 1, 1, 1, true)?,
+            conv2: Conv1d::load(ws, &format!("{name}.conv2"), dim_out, dim_out, 3, 1, 1, 1, true)?,
+            conv1x1: if dim_in != dim_out { Some(Conv1d::load(ws, &format!("{name}.conv1x1"), dim_in, dim_out, 1, 1, 0, 1, false)?) } else { None },
+            pool: if upsample { Some(DepthwiseUp2::load(ws, &format!("{name}.pool"), dim_in)?) } else { None },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let mut r = leaky_relu(&self.norm1.forward(x, s)?, 0.2)?;
+        if let Some(pool) = &self.pool {
+            r = pool.forward(&r)?;
+        }
+        let r = self.conv1.forward(&r)?;
+        let r = self.conv2.forward(&leaky_relu(&self.norm2.forward(&r, s)?, 0.2)?)?;
+        let mut sc = x.clone();
+        if self.pool.is_some() {
+            let t = sc.dim(2)?;
+            sc = sc.upsample_nearest1d(2 * t)?;
+        }
+        if let Some(c) = &self.conv1x1 {
+            sc = c.forward(&sc)?;
+        }
+        Ok(((r + sc)? * std::f64::consts::FRAC_1_SQRT_2)?)
+    }
+}
+
+/// `AdaINResBlock1` (generator): three dilated conv pairs with Snake activations.
+#[derive(Debug, Clone)]
+struct AdaInResBlock1 {
+    layers: Vec<(AdaIn, Tensor, Conv1d, AdaIn, Tensor, Conv1d)>,
+}
+
+impl AdaInResBlock1 {
+    fn load(ws: &Weights, name: &str, c: usize, k: usize) -> Result<Self> {
+        let mut layers = Vec::new();
+        for (j, d) in [1usize, 3, 5].into_iter().enumerate() {
+            layers.push((
+                AdaIn::load(ws, &format!("{name}.adain1.{j}"), STYLE, c)?,
+                ws.get(&format!("{name}.alpha1.{j}"), &[1, c, 1])?,
+                Conv1d::load(ws, &format!("{name}.convs1.{j}"), c, c, k, 1, d * (k - 1) / 2, d, true)?,
+                AdaIn::load(ws, &format!("{name}.adain2.{j}"), STYLE, c)?,
+                ws.get(&format!("{name}.alpha2.{j}"), &[1, c, 1])?,
+                Conv1d::load(ws, &format!("{name}.convs2.{j}"), c, c, k, 1, (k - 1) / 2, 1, true)?,
+            ));
+        }
+        Ok(Self { layers })
+    }
+
+    fn forward(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (n1, a1, c1, n2, a2, c2) in &self.layers {
+            let xt = c1.forward(&snake(&n1.forward(&x, s)?, a1)?)?;
+            let xt = c2.forward(&snake(&n2.forward(&xt, s)?, a2)?)?;
+            x = (xt + x)?;
+        }
+        Ok(x)
+    }
+}
+
+// ---------------------------------------------------------------- prosody predictor
+
+/// One `DurationEncoder` stage: BiLSTM then AdaLayerNorm.
+#[derive(Debug, Clone)]
+struct DurationStage {
+    lstm: BiLstm,
+    norm: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Predictor {
+    stages: Vec<DurationStage>,
+    lstm: BiLstm,
+    duration_proj: Linear,
+    shared: BiLstm,
+    f0: Vec<AdainResBlk>,
+    n: Vec<AdainResBlk>,
+    f0_proj: Conv1d,
+    n_proj: Conv1d,
+}
+
+impl Predictor {
+    fn load(ws: &Weights) -> Result<Self> {
+        let cat = HIDDEN + STYLE;
+        let mut stages = Vec::new();
+        for i in 0..3 {
+            stages.push(DurationStage {
+                lstm: BiLstm::load(ws, &format!("predictor.text_encoder.lstms.{}", 2 * i), cat, HIDDEN / 2)?,
+                norm: Linear::load(ws, &format!("predictor.text_encoder.lstms.{}.fc", 2 * i + 1), 2 * HIDDEN, STYLE)?,
+            });
+        }
+        let blocks = |branch: &str| -> Result<Vec<AdainResBlk>> {
+            Ok(vec![
+                AdainResBlk::load(ws, &format!("predictor.{branch}.0"), HIDDEN, HIDDEN, false)?,
+                AdainResBlk::load(ws, &format!("predictor.{branch}.1"), HIDDEN, HIDDEN / 2, true)?,
+                AdainResBlk::load(ws, &format!("predictor.{branch}.2"), HIDDEN / 2, HIDDEN / 2, false)?,
+            ])
+        };
+        Ok(Self {
+            stages,
+            lstm: BiLstm::load(ws, "predictor.lstm", cat, HIDDEN / 2)?,
+            duration_proj: Linear::load(ws, "predictor.duration_proj.linear_layer", 50, HIDDEN)?,
+            shared: BiLstm::load(ws, "predictor.shared", cat, HIDDEN / 2)?,
+            f0: blocks("F0")?,
+            n: blocks("N")?,
+            f0_proj: Conv1d::load(ws, "predictor.F0_proj", HIDDEN / 2, 1, 1, 1, 0, 1, true)?,
+            n_proj: Conv1d::load(ws, "predictor.N_proj", HIDDEN / 2, 1, 1, 1, 0, 1, true)?,
+        })
+    }
+
+    /// d_en (t, 512), s (1, 128) -> d (t, 640): the duration encoder's features, style appended.
+    fn encode(&self, d_en: &Tensor, s: &Tensor) -> Result<Tensor> {
+        let t = d_en.dim(0)?;
+        let s_rows = s.broadcast_as((t, STYLE))?;
+        let mut x = Tensor::cat(&[d_en, &s_rows], 1)?;
+        for stage in &self.stages {
+            let y = stage.lstm.forward(&x)?; // (t, 512)
+            // AdaLayerNorm: layer norm over channels, (1 + gamma) x + beta from the style.
+            let h = stage.norm.forward(s)?; // (1, 1024)
+            let gamma = (h.narrow(1, 0, HIDDEN)? + 1.0)?;
+            let beta = h.narrow(1, HIDDEN, HIDDEN)?;
+            let y = layer_norm_plain(&y, 1e-5)?.broadcast_mul(&gamma)?.broadcast_add(&beta)?;
+            x = Tensor::cat(&[&y, &s_rows], 1)?;
+        }
+        Ok(x)
+    }
+
+    /// Durations in frames per token (sum of sigmoids over 50 bins, divided by speed).
+    fn durations(&self, d: &Tensor, speed: f32) -> Result<Vec<f32>> {
+        let x = self.lstm.forward(d)?;
+        let logits = self.duration_proj.forward(&x)?; // (t, 50)
+        let dur = (candle_nn::ops::sigmoid(&logits)?.sum(D::Minus1)? / speed as f64)?;
+        Ok(dur.to_vec1::<f32>()?)
+    }
+
+    /// en (640, frames), s -> F0 and energy curves at twice the frame rate, (2 * frames) each.
+    fn f0_n(&self, en: &Tensor, s: &Tensor) -> Result<(Tensor, Tensor)> {
+        let x = self.shared.forward(&en.t()?.contiguous()?)?; // (frames, 512)
+        let x = x.t()?.unsqueeze(0)?.contiguous()?; // (1, 512, frames)
+        let mut f0 = x.clone();
+        for b in &self.f0 {
+            f0 = b.forward(&f0, s)?;
+        }
+        let mut n = x;
+        for b in &self.n {
+            n = b.forward(&n, s)?;
+        }
+        Ok((self.f0_proj.forward(&f0)?.flatten_all()?, self.n_proj.forward(&n)?.flatten_all()?))
+    }
+}
+
+// ---------------------------------------------------------------- decoder
+
+#[derive(Debug, Clone)]
+struct Generator {
+    l_linear_w: Vec<f32>,
+    l_linear_b: f32,
+    noise_convs: Vec<Conv1d>,
+    noise_res: Vec<AdaInResBlock1>,
+    ups: Vec<ConvTranspose1d>,
+    resblocks: Vec<AdaInResBlock1>,
+    conv_post: Conv1d,
+}
+
+impl Generator {
+    fn load(ws: &Weights) -> Result<Self> {
+        let g = "decoder.generator";
+        let lw = ws.get(&format!("{g}.m_source.l_linear.weight"), &[1, 9])?.flatten_all()?.to_vec1::<f32>()?;
+        let lb = ws.get(&format!("{g}.m_source.l_linear.bias"), &[1])?.to_vec1::<f32>()?[0];
+        let mut resblocks = Vec::new();
+        for (i, c) in [256usize, 128].into_iter().enumerate() {
+            for (j, k) in [3usize, 7, 11].into_iter().enumerate() {
+                resblocks.push(AdaInResBlock1::load(ws, &format!("{g}.resblocks.{}", i * 3 + j), c, k)?);
+            }
+        }
+        Ok(Self {
+            l_linear_w: lw,
+            l_linear_b: lb,
+            noise_convs: vec![
+                Conv1d::load(ws, &format!("{g}.noise_convs.0"), N_FFT + 2, 256, 12, 6, 3, 1, true)?,
+                Conv1d::load(ws, &format!("{g}.noise_convs.1"), N_FFT + 2, 128, 1, 1, 0, 1, true)?,
+            ],
+            noise_res: vec![AdaInResBlock1::load(ws, &format!("{g}.noise_res.0"), 256, 7)?, AdaInResBlock1::load(ws, &format!("{g}.noise_res.1"), 128, 11)?],
+            ups: vec![
+                ConvTranspose1d::load(ws, &format!("{g}.ups.0"), 512, 256, 20, 10, 5)?,
+                ConvTranspose1d::load(ws, &format!("{g}.ups.1"), 256, 128, 12, 6, 3)?,
+            ],
+            resblocks,
+            conv_post: Conv1d::load(ws, &format!("{g}.conv_post"), 128, N_FFT + 2, 7, 1, 3, 1, true)?,
+        })
+    }
+
+    /// x (1, 512, 2f), s (1, 128), f0 at 2f points (host) -> audio samples (host).
+    fn forward(&self, x: &Tensor, s: &Tensor, f0: &[f32]) -> Result<Vec<f32>> {
+        let har = harmonic_source_spectrum(f0, &self.l_linear_w, self.l_linear_b);
+        let frames = har.len() / (N_FFT + 2);
+        let har = Tensor::from_vec(har, (1, N_FFT + 2, frames), x.device())?;
+        let mut x = x.clone();
+        for i in 0..2 {
+            x = leaky_relu(&x, 0.1)?;
+            let src = self.noise_res[i].forward(&self.noise_convs[i].forward(&har)?, s)?;
+            x = self.ups[i].forward(&x)?;
+            if i == 1 {
+                // ReflectionPad1d((1, 0)): prepend x[1].
+                x = Tensor::cat(&[x.narrow(2, 1, 1)?, x], 2)?;
+            }
+            x = (x + src)?;
+            let mut acc: Option<Tensor> = None;
+            for j in 0..3 {
+                let y = self.resblocks[i * 3 + j].forward(&x, s)?;
+                acc = Some(match acc {
+                    None => y,
+                    Some(a) => (a + y)?,
+                });
+            }
+            x = (acc.expect("three resblocks") / 3.0)?;
+        }
+        let x = self.conv_post.forward(&leaky_relu(&x, 0.01)?)?; // (1, 22, frames)
+        // Magnitude exp(x[..11]), phase sin(x[11..]).
+        let bins = N_FFT / 2 + 1;
+        let frames = x.dim(2)?;
+        let mag = x.narrow(1, 0, bins)?.exp()?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        let phase = x.narrow(1, bins, bins)?.sin()?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        Ok(istft(&mag, &phase, frames))
+    }
+}
+
+/// The neural source filter's excitation, deterministic (as in the ONNX export: no additive
+/// noise, no random initial phase), then its STFT: (22 * frames) values, magnitudes then phases,
+/// row-major (channel, frame).
+///
+/// f0 (2f points) is upsampled to samples (x300, nearest); per harmonic h = 1..9 the phase
+/// increment frac(h f0 / sr) is accumulated at the coarse rate and linearly interpolated back to
+/// samples (the reference's downsample - cumsum - upsample); sine amplitude 0.1 where voiced
+/// (f0 > 10 Hz); the 9 harmonics are merged by a learned linear layer and tanh.
+fn harmonic_source_spectrum(f0: &[f32], lw: &[f32], lb: f32) -> Vec<f32> {
+    const UP: usize = 300; // 10 * 6 * 5
+    let coarse = f0.len();
+    let n = coarse * UP;
+    let sr = SAMPLE_RATE as f32;
+    // Phase at coarse points, per harmonic, times the upsampling factor (as the reference does).
+    let mut phase_c = vec![[0f32; 9]; coarse];
+    let mut acc = [0f32; 9];
+    for (i, &f) in f0.iter().enumerate() {
+        for h in 0..9 {
+            let r = f * (h as f32 + 1.0) / sr;
+            acc[h] += r - r.floor();
+            phase_c[i][h] = acc[h] * 2.0 * std::f32::consts::PI * UP as f32;
+        }
+    }
+    let mut source = vec![0f32; n];
+    for (t, out) in source.iter_mut().enumerate() {
+        // Linear interpolation, half-pixel centres, clamped at the ends.
+        let pos = ((t as f32 + 0.5) / UP as f32 - 0.5).max(0.0);
+        let i0 = (pos.floor() as usize).min(coarse - 1);
+        let i1 = (i0 + 1).min(coarse - 1);
+        let w = pos - i0 as f32;
+        let voiced = f0[t / UP] > 10.0;
+        let mut v = lb;
+        if voiced {
+            for h in 0..9 {
+                let ph = phase_c[i0][h] * (1.0 - w) + phase_c[i1][h] * w;
+                v += lw[h] * ph.sin() * 0.1;
+            }
+        }
+        *out = v.tanh();
+    }
+    stft_mag_phase(&source)
+}
+
+fn hann() -> [f32; N_FFT] {
+    let mut w = [0f32; N_FFT];
+    for (i, v) in w.iter_mut().enumerate() {
+        *v = (std::f32::consts::PI * i as f32 / N_FFT as f32).sin().powi(2); // periodic Hann
+    }
+    w
+}
+
+/// Centred STFT (reflect padding), n_fft 20, hop 5, Hann: 11 magnitudes then 11 phases per frame.
+fn stft_mag_phase(x: &[f32]) -> Vec<f32> {
+    let pad = N_FFT / 2;
+    let n = x.len();
+    let reflect = |i: isize| -> f32 {
+        let j = if i < 0 { -i } else if i >= n as isize { 2 * (n as isize - 1) - i } else { i };
+        x[j.clamp(0, n as isize - 1) as usize]
+    };
+    let frames = n / HOP + 1;
+    let bins = N_FFT / 2 + 1;
+    let w = hann();
+    let mut out = vec![0f32; 2 * bins * frames];
+    for fr in 0..frames {
+        let start = (fr * HOP) as isize - pad as isize;
+        for k in 0..bins {
+            let (mut re, mut im) = (0f32, 0f32);
+            for (m, &wm) in w.iter().enumerate() {
+                let v = reflect(start + m as isize) * wm;
+                let a = 2.0 * std::f32::consts::PI * (k * m) as f32 / N_FFT as f32;
+                re += v * a.cos();
+                im -= v * a.sin();
+            }
+            out[k * frames + fr] = (re * re + im * im).sqrt();
+            out[(bins + k) * frames + fr] = im.atan2(re);
+        }
+    }
+    out
+}
+
+/// Centred inverse STFT (n_fft 20, hop 5) with Hann synthesis and window-envelope
+/// normalisation, as torch.istft: mag and phase are (bins, frames) row-major.
+fn istft(mag: &[f32], phase: &[f32], frames: usize) -> Vec<f32> {
+    let bins = N_FFT / 2 + 1;
+    let w = hann();
+    let full = (frames - 1) * HOP + N_FFT;
+    let mut y = vec![0f32; full];
+    let mut env = vec![0f32; full];
+    let mut frame = [0f32; N_FFT];
+    // cos/sin table for k*m mod N.
+    let tab: Vec<(f32, f32)> = (0..N_FFT).map(|i| {
+        let a = 2.0 * std::f32::consts::PI * i as f32 / N_FFT as f32;
+        (a.cos(), a.sin())
+    }).collect();
+    for fr in 0..frames {
+        frame.fill(0.0);
+        for k in 0..bins {
+            let (m_, p_) = (mag[k * frames + fr], phase[k * frames + fr]);
+            let (re, im) = (m_ * p_.cos(), m_ * p_.sin());
+            // Real inverse DFT: DC and Nyquist once, the rest twice (Hermitian symmetry).
+            let c = if k == 0 || k == N_FFT / 2 { 1.0 } else { 2.0 };
+            for (m, v) in frame.iter_mut().enumerate() {
+                let (cs, sn) = tab[(k * m) % N_FFT];
+                *v += c * (re * cs - im * sn);
+            }
+        }
+        for m in 0..N_FFT {
+            y[fr * HOP + m] += frame[m] / N_FFT as f32 * w[m];
+            env[fr * HOP + m] += w[m] * w[m];
+        }
+    }
+    let pad = N_FFT / 2;
+    (pad..full - pad).map(|i| if env[i] > 1e-11 { y[i] / env[i] } else { y[i] }).collect()
+}
+
+#[derive(Debug, Clone)]
+struct Decoder {
+    encode: AdainResBlk,
+    decode: Vec<AdainResBlk>,
+    f0_conv: Conv1d,
+    n_conv: Conv1d,
+    asr_res: Conv1d,
+    generator: Generator,
+}
+
+impl Decoder {
+    fn load(ws: &Weights) -> Result<Self> {
+        let mut decode = Vec::new();
+        for i in 0..4 {
+            decode.push(AdainResBlk::load(ws, &format!("decoder.decode.{i}"), 1024 + 2 + 64, if i == 3 { 512 } else { 1024 }, i == 3)?);
+        }
+        Ok(Self {
+            encode: AdainResBlk::load(ws, "decoder.encode", HIDDEN + 2, 1024, false)?,
+            decode,
+            f0_conv: Conv1d::load(ws, "decoder.F0_conv", 1, 1, 3, 2, 1, 1, true)?,
+            n_conv: Conv1d::load(ws, "decoder.N_conv", 1, 1, 3, 2, 1, 1, true)?,
+            asr_res: Conv1d::load(ws, "decoder.asr_res.0", HIDDEN, 64, 1, 1, 0, 1, true)?,
+            generator: Generator::load(ws)?,
+        })
+    }
+
+    /// asr (1, 512, f), f0/n (2f), s (1, 128) -> audio (600 f samples).
+    fn forward(&self, asr: &Tensor, f0: &Tensor, n: &Tensor, s: &Tensor) -> Result<Vec<f32>> {
+        let f0c = self.f0_conv.forward(&f0.reshape((1, 1, ()))?)?;
+        let nc = self.n_conv.forward(&n.reshape((1, 1, ()))?)?;
+        let mut x = self.encode.forward(&Tensor::cat(&[asr, &f0c, &nc], 1)?, s)?;
+        let asr_res = self.asr_res.forward(asr)?;
+        for block in &self.decode {
+            x = block.forward(&Tensor::cat(&[&x, &asr_res, &f0c, &nc], 1)?, s)?;
+        }
+        let f0_host = f0.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        self.generator.forward(&x, s, &f0_host)
+    }
+}
+
+// ---------------------------------------------------------------- the model
+
+/// Intermediate results of one forward pass, for tests and metrics.
+#[derive(Debug, Clone)]
+pub struct Synthesis {
+    /// 24 kHz mono samples.
+    pub audio: Vec<f32>,
+    /// Frames (of 600 samples) per input token, padding tokens included.
+    pub durations: Vec<u32>,
+    /// F0 curve (Hz) at two points per frame.
+    pub f0: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Kokoro {
+    bert: Albert,
+    bert_encoder: Linear,
+    predictor: Predictor,
+    text_encoder: TextEncoder,
+    decoder: Decoder,
+    pub device: Device,
+}
+
+impl Kokoro {
+    pub fn new(ws: &Weights, device: &Device) -> Result<Self> {
+        Ok(Self {
+            bert: Albert::load(ws)?,
+            bert_encoder: Linear::load(ws, "bert_encoder", HIDDEN, ALBERT_HIDDEN)?,
+            predictor: Predictor::load(ws)?,
+            text_encoder: TextEncoder::load(ws)?,
+            decoder: Decoder::load(ws)?,
+            device: device.clone(),
+        })
+    }
+
+    /// Token ids including the leading and trailing pad (0), a style vector (256: decoder half
+    /// then prosody half), and a speed factor (> 0) -> audio.
+    pub fn forward(&self, ids: &[i64], style: &[f32], speed: f32) -> Result<Synthesis> {
+        if ids.len() < 3 || ids.len() > CONTEXT_LENGTH {
+            bail!("{} tokens: Kokoro takes 1 to {} phonemes per pass", ids.len().saturating_sub(2), CONTEXT_LENGTH - 2);
+        }
+        if style.len() != 2 * STYLE {
+            bail!("style vector of {} values, expected {}", style.len(), 2 * STYLE);
+        }
+        if !(speed.is_finite() && speed > 0.0) {
+            bail!("speed must be a positive number");
+        }
+        let dev = &self.device;
+        let ids_t = Tensor::new(ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), dev)?;
+        let ref_s = Tensor::from_slice(style, (1, 2 * STYLE), dev)?;
+        let s_dec = ref_s.narrow(1, 0, STYLE)?;
+        let s_pro = ref_s.narrow(1, STYLE, STYLE)?;
+
+        let bert = self.bert.forward(&ids_t)?;
+        let d_en = self.bert_encoder.forward(&bert)?; // (t, 512)
+        let d = self.predictor.encode(&d_en, &s_pro)?; // (t, 640)
+        let dur = self.predictor.durations(&d, speed)?;
+        let durations: Vec<u32> = dur.iter().map(|&v| v.round().max(1.0) as u32).collect();
+        // Alignment: each token's features repeated for its frames (the one-hot matmul of the
+        // reference, as a gather).
+        let index: Vec<u32> = durations.iter().enumerate().flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n as usize)).collect();
+        let index = Tensor::new(index, dev)?;
+        let en = d.index_select(&index, 0)?.t()?.contiguous()?; // (640, frames)
+        let (f0, n) = self.predictor.f0_n(&en, &s_pro)?;
+        let t_en = self.text_encoder.forward(&ids_t)?; // (1, 512, t)
+        let asr = t_en.contiguous()?.index_select(&index, 2)?; // (1, 512, frames)
+        let audio = self.decoder.forward(&asr, &f0, &n, &s_dec)?;
+        Ok(Synthesis { audio, durations, f0: f0.to_device(&Device::Cpu)?.to_vec1::<f32>()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stft_istft_round_trip() {
+        let x: Vec<f32> = (0..600).map(|i| (i as f32 * 0.05).sin() * 0.5 + (i as f32 * 0.31).cos() * 0.2).collect();
+        let spec = stft_mag_phase(&x);
+        let frames = x.len() / HOP + 1;
+        let bins = N_FFT / 2 + 1;
+        let y = istft(&spec[..bins * frames], &spec[bins * frames..], frames);
+        assert_eq!(y.len(), x.len() - HOP + HOP); // (frames - 1) * hop
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+}
