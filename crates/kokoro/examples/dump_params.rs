@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     let style = read_npy("/tmp/kk/ref/style.npy");
     let t0 = std::time::Instant::now();
     let out = m.forward(&tokens, &style, 1.0)?;
-    eprintln!("forward {:?} audio {}", t0.elapsed(), out.audio.len());
+    eprintln!("forward {:?} audio {} stages {:?}", t0.elapsed(), out.audio.len(), out.stage_ms);
     let rd = read_npy("/tmp/kk/ref/dur.npy");
     println!("dur ours {:?}\ndur ref  {:?}", out.durations, rd);
     let rf0 = read_npy("/tmp/kk/ref/f0.npy");

@@ -508,7 +508,8 @@ impl Decoder {
     }
 
     /// asr (1, 512, f), f0/n (2f), s (1, 128) -> audio (600 f samples).
-    fn forward(&self, asr: &Tensor, f0: &Tensor, n: &Tensor, s: &Tensor) -> Result<Vec<f32>> {
+    /// Returns the audio and the generator's share of the time (ms).
+    fn forward(&self, asr: &Tensor, f0: &Tensor, f0_host: &[f32], n: &Tensor, s: &Tensor) -> Result<(Vec<f32>, f64)> {
         let f0c = self.f0_conv.forward(&f0.reshape((1, 1, ()))?)?;
         let nc = self.n_conv.forward(&n.reshape((1, 1, ()))?)?;
         let mut x = self.encode.forward(&Tensor::cat(&[asr, &f0c, &nc], 1)?, s)?;
@@ -516,8 +517,9 @@ impl Decoder {
         for block in &self.decode {
             x = block.forward(&Tensor::cat(&[&x, &asr_res, &f0c, &nc], 1)?, s)?;
         }
-        let f0_host = f0.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
-        self.generator.forward(&x, s, &f0_host)
+        let t = std::time::Instant::now();
+        let audio = self.generator.forward(&x, s, f0_host)?;
+        Ok((audio, t.elapsed().as_secs_f64() * 1e3))
     }
 }
 
@@ -532,6 +534,8 @@ pub struct Synthesis {
     pub durations: Vec<u32>,
     /// F0 curve (Hz) at two points per frame.
     pub f0: Vec<f32>,
+    /// Wall time per stage (encoders + prosody, decoder, generator), for profiling.
+    pub stage_ms: [f64; 3],
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +563,13 @@ impl Kokoro {
     /// Token ids including the leading and trailing pad (0), a style vector (256: decoder half
     /// then prosody half), and a speed factor (> 0) -> audio.
     pub fn forward(&self, ids: &[i64], style: &[f32], speed: f32) -> Result<Synthesis> {
+        self.forward_aligned(ids, style, speed, None)
+    }
+
+    /// [`Kokoro::forward`] with the alignment given (frames per token, padding included)
+    /// instead of predicted: for comparing the acoustic stages of two implementations whose
+    /// duration rounding differs on a token.
+    pub fn forward_aligned(&self, ids: &[i64], style: &[f32], speed: f32, durations: Option<&[u32]>) -> Result<Synthesis> {
         if ids.len() < 3 || ids.len() > CONTEXT_LENGTH {
             bail!("{} tokens: Kokoro takes 1 to {} phonemes per pass", ids.len().saturating_sub(2), CONTEXT_LENGTH - 2);
         }
@@ -569,6 +580,7 @@ impl Kokoro {
             bail!("speed must be a positive number");
         }
         let dev = &self.device;
+        let start = std::time::Instant::now();
         let ids_t = Tensor::new(ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), dev)?;
         let ref_s = Tensor::from_slice(style, (1, 2 * STYLE), dev)?;
         let s_dec = ref_s.narrow(1, 0, STYLE)?;
@@ -578,7 +590,11 @@ impl Kokoro {
         let d_en = self.bert_encoder.forward(&bert)?; // (t, 512)
         let d = self.predictor.encode(&d_en, &s_pro)?; // (t, 640)
         let dur = self.predictor.durations(&d, speed)?;
-        let durations: Vec<u32> = dur.iter().map(|&v| v.round().max(1.0) as u32).collect();
+        let durations: Vec<u32> = match durations {
+            Some(d) if d.len() == ids.len() => d.to_vec(),
+            Some(d) => bail!("{} durations for {} tokens", d.len(), ids.len()),
+            None => dur.iter().map(|&v| v.round().max(1.0) as u32).collect(),
+        };
         // Alignment: each token's features repeated for its frames (the one-hot matmul of the
         // reference, as a gather).
         let index: Vec<u32> = durations.iter().enumerate().flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n as usize)).collect();
@@ -587,8 +603,13 @@ impl Kokoro {
         let (f0, n) = self.predictor.f0_n(&en, &s_pro)?;
         let t_en = self.text_encoder.forward(&ids_t)?; // (1, 512, t)
         let asr = t_en.contiguous()?.index_select(&index, 2)?; // (1, 512, frames)
-        let audio = self.decoder.forward(&asr, &f0, &n, &s_dec)?;
-        Ok(Synthesis { audio, durations, f0: f0.to_device(&Device::Cpu)?.to_vec1::<f32>()? })
+        let f0_host = f0.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        let t_prosody = start.elapsed();
+        let (audio, t_gen) = self.decoder.forward(&asr, &f0, &f0_host, &n, &s_dec)?;
+        let total = start.elapsed();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let stage_ms = [ms(t_prosody), ms(total - t_prosody) - t_gen, t_gen];
+        Ok(Synthesis { audio, durations, f0: f0_host, stage_ms })
     }
 }
 
