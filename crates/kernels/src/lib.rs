@@ -300,6 +300,55 @@ pub fn conv1d_dilated(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usi
             });
         }
         let beta = if bias.is_some() { 1.0 } else { 0.0 };
+        if stride == 1 && ks > 1 {
+            // Tap by tap: out += W_k (c_out, c_in) x X_pad shifted by k * dilation. The shifted
+            // inputs are views of one padded copy (row stride t_pad), so nothing like im2col's
+            // c_in * k * t_out buffer is written; for the vocoder's long sequences that copy
+            // cost as much as the products.
+            let t_pad = t_in + 2 * padding;
+            let mut wk = vec![0f32; ks * c_out * c_in];
+            with_f32(&w, |wv| {
+                for co in 0..c_out {
+                    for ci in 0..c_in {
+                        for k in 0..ks {
+                            wk[(k * c_out + co) * c_in + ci] = wv[(co * c_in + ci) * ks + k];
+                        }
+                    }
+                }
+            });
+            let mut xpad = vec![0f32; c_in * t_pad];
+            with_f32(&x, |xv| {
+                for bi in 0..b {
+                    for c in 0..c_in {
+                        let src = &xv[(bi * c_in + c) * t_in..(bi * c_in + c + 1) * t_in];
+                        xpad[c * t_pad + padding..c * t_pad + padding + t_in].copy_from_slice(src);
+                    }
+                    for k in 0..ks {
+                        let beta_k = if k == 0 { beta } else { 1.0 };
+                        // Safety: wk holds ks*c_out*c_in, xpad c_in*t_pad (the shifted view ends
+                        // at (c_in-1)*t_pad + k*dilation + t_out <= c_in*t_pad), out b*c_out*t_out.
+                        unsafe {
+                            blas.sgemm(
+                                false,
+                                false,
+                                c_out,
+                                t_out,
+                                c_in,
+                                1.0,
+                                wk.as_ptr().add(k * c_out * c_in),
+                                c_in,
+                                xpad.as_ptr().add(k * dilation),
+                                t_pad,
+                                beta_k,
+                                out.as_mut_ptr().add(bi * c_out * t_out),
+                                t_out,
+                            );
+                        }
+                    }
+                }
+            });
+            return Tensor::from_vec(out, (b, c_out, t_out), &Device::Cpu);
+        }
         let mut cols = vec![0f32; kk * t_out];
         with_f32(&x, |xv| {
             with_f32(&w, |wv| {
