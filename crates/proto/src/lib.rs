@@ -17,3 +17,9 @@ pub mod embed {
         tonic::include_proto!("voice.embed.v1");
     }
 }
+
+pub mod tts {
+    pub mod v1 {
+        tonic::include_proto!("voice.tts.v1");
+    }
+}

@@ -118,6 +118,28 @@ impl ServiceContext {
         *self.readiness.failure.lock().unwrap() = Some(why);
     }
 
+    /// Load a service's engine on a blocking thread, so `/healthz` and `/readyz` answer during a
+    /// long model load: on success publish it in `cell` and mark the service ready for model
+    /// `id`; on failure log, mark failed and exit with status 2 (the orchestrator restarts us).
+    pub fn load_in_background<T: Send + Sync + 'static>(
+        &self,
+        cell: Arc<std::sync::OnceLock<Arc<T>>>,
+        load: impl FnOnce() -> anyhow::Result<(String, T)> + Send + 'static,
+    ) {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || match load() {
+            Ok((id, engine)) => {
+                let _ = cell.set(Arc::new(engine));
+                ctx.set_ready(&id);
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not load the model; exiting");
+                ctx.set_failed(format!("{e:#}"));
+                std::process::exit(2);
+            }
+        });
+    }
+
     /// Report the state of a part of the service in `/readyz` (`components.<name>`).
     pub fn set_component(&self, name: &str, state: serde_json::Value) {
         self.readiness.components.lock().unwrap().insert(name.to_string(), state);

@@ -106,18 +106,7 @@ async fn main() -> Result<()> {
     let listeners = Listeners::bind(&args.service, true).await?;
 
     let loader = state.clone();
-    tokio::task::spawn_blocking(move || match load_engine(&loader) {
-        Ok(e) => {
-            let id = e.model_id.clone();
-            let _ = loader.engine.set(Arc::new(e));
-            loader.ctx.set_ready(&id);
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "could not load the model; exiting");
-            loader.ctx.set_failed(format!("{e:#}"));
-            std::process::exit(2);
-        }
-    });
+    ctx.load_in_background(state.engine.clone(), move || load_engine(&loader).map(|e| (e.model_id.clone(), e)));
 
     let grpc = voice_proto::llm::v1::text_generation_server::TextGenerationServer::new(grpc::LlmGrpc { state: state.clone() });
     voice_runtime::serve(ctx, listeners, http::routes(state), Some(tonic::service::Routes::new(grpc))).await

@@ -107,18 +107,7 @@ async fn main() -> Result<()> {
 
     // Load the model in the background so health checks answer during the load.
     let loader_state = state.clone();
-    tokio::task::spawn_blocking(move || match load_engine(&loader_state) {
-        Ok(engine) => {
-            let id = engine.model_id.clone();
-            let _ = loader_state.engine.set(Arc::new(engine));
-            loader_state.ctx.set_ready(&id);
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "could not load the model; exiting");
-            loader_state.ctx.set_failed(format!("{e:#}"));
-            std::process::exit(2);
-        }
-    });
+    ctx.load_in_background(state.engine.clone(), move || load_engine(&loader_state).map(|e| (e.model_id.clone(), e)));
 
     let grpc_service = voice_proto::stt::v1::speech_to_text_server::SpeechToTextServer::new(grpc::SttGrpc { state: state.clone() })
         .max_decoding_message_size(args.max_grpc_message_bytes)

@@ -1,0 +1,334 @@
+//! The synthesis engine behind both APIs: request validation, the text front end (voice-g2p),
+//! planning into sentence-sized pieces, admission (bounded queue), the model slot with its CPU
+//! fallback, streaming piece by piece with cancellation, and TTS metrics.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus::{Histogram, IntCounter};
+use tokio::sync::mpsc;
+use voice_g2p::{G2p, G2pError};
+use voice_kokoro::{
+    voices::{VoiceError, VoicePack, Voices},
+    Kokoro, CONTEXT_LENGTH, SAMPLE_RATE,
+};
+use voice_runtime::{ApiError, ModelSlot, ServiceContext, WorkQueue};
+
+pub const MIN_SPEED: f32 = 0.25;
+pub const MAX_SPEED: f32 = 4.0;
+
+pub struct TtsMetrics {
+    pub time_to_first_audio: Histogram,
+    pub realtime_factor: Histogram,
+    pub characters: IntCounter,
+    pub characters_per_second: Histogram,
+    pub audio_seconds: IntCounter,
+    pub cancelled: IntCounter,
+}
+
+impl TtsMetrics {
+    pub fn new(ctx: &ServiceContext) -> prometheus::Result<Self> {
+        let m = &ctx.metrics;
+        Ok(Self {
+            time_to_first_audio: m.new_histogram(
+                "time_to_first_audio_seconds",
+                "From the request to its first audio chunk (queue wait, text front end and the first piece's synthesis)",
+                &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
+            )?,
+            realtime_factor: m.new_histogram(
+                "realtime_factor",
+                "Synthesis time divided by the duration of the audio produced, per request",
+                &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0],
+            )?,
+            characters: m.new_counter("characters_total", "Input characters synthesized")?,
+            characters_per_second: m.new_histogram(
+                "characters_per_second",
+                "Input characters per second of synthesis time, per request",
+                &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0],
+            )?,
+            audio_seconds: m.new_counter("audio_seconds_total", "Seconds of audio produced")?,
+            cancelled: m.new_counter("cancelled_total", "Syntheses stopped because the client went away")?,
+        })
+    }
+}
+
+/// One piece of a request, synthesized in one model call.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    /// The text it speaks (normalised; approximate where a sentence was cut).
+    pub text: String,
+    /// Token ids with the leading and trailing pad.
+    pub ids: Vec<i64>,
+}
+
+/// A validated request, ready to synthesize.
+pub struct Plan {
+    pub pieces: Vec<Piece>,
+    pub voice: VoicePack,
+    pub speed: f32,
+    pub characters: usize,
+}
+
+/// Audio of one piece, 24 kHz mono f32.
+pub struct AudioPiece {
+    pub index: usize,
+    pub text: String,
+    pub samples: Vec<f32>,
+    /// Set on the first piece: request start -> this audio ready.
+    pub time_to_first_audio: Option<Duration>,
+}
+
+pub struct TtsEngine {
+    pub model_id: String,
+    pub slot: ModelSlot<Kokoro>,
+    pub voices: Voices,
+    pub g2p_us: G2p,
+    pub g2p_gb: G2p,
+    pub queue: WorkQueue,
+    pub metrics: TtsMetrics,
+    pub default_voice: String,
+    pub max_input_chars: usize,
+}
+
+/// Sentence-final punctuation in Kokoro's phoneme alphabet.
+fn ends_sentence(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '…')
+}
+
+/// Cut a chunk at sentence ends (in phoneme space: abbreviations and decimals were expanded to
+/// words by the front end, so every remaining `.` ends a sentence). The first audio of a long
+/// answer then waits only for its first sentence. Pieces under `min_tokens` join the next.
+pub fn split_sentences(phonemes: &str, text: &str, min_tokens: usize) -> Vec<(String, String)> {
+    let mut ph_parts: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let chars: Vec<char> = phonemes.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        cur.push(c);
+        let at_boundary = ends_sentence(c) && chars.get(i + 1).is_none_or(|n| n.is_whitespace() || matches!(n, '"' | '”' | ')'));
+        if at_boundary && cur.trim().chars().count() >= min_tokens {
+            ph_parts.push(std::mem::take(&mut cur).trim().to_string());
+        }
+    }
+    if !cur.trim().is_empty() {
+        match ph_parts.last_mut() {
+            Some(last) if cur.trim().chars().count() < min_tokens => {
+                last.push(' ');
+                last.push_str(cur.trim());
+            }
+            _ => ph_parts.push(cur.trim().to_string()),
+        }
+    }
+    // The text side, cut the same way when the counts agree; otherwise all of it on the first.
+    let mut text_parts: Vec<String> = Vec::new();
+    let mut t = String::new();
+    let tc: Vec<char> = text.chars().collect();
+    for (i, &c) in tc.iter().enumerate() {
+        t.push(c);
+        if ends_sentence(c) && tc.get(i + 1).is_none_or(|n| n.is_whitespace()) {
+            text_parts.push(std::mem::take(&mut t).trim().to_string());
+        }
+    }
+    if !t.trim().is_empty() {
+        text_parts.push(t.trim().to_string());
+    }
+    if text_parts.len() != ph_parts.len() {
+        text_parts = std::iter::once(text.trim().to_string()).chain(std::iter::repeat_n(String::new(), ph_parts.len().saturating_sub(1))).collect();
+    }
+    ph_parts.into_iter().zip(text_parts).collect()
+}
+
+/// Language of a voice id from its first letter (Kokoro's naming), for listings.
+pub fn voice_language(id: &str) -> &'static str {
+    match id.chars().next() {
+        Some('a') => "en-us",
+        Some('b') => "en-gb",
+        Some('e') => "es",
+        Some('f') => "fr-fr",
+        Some('h') => "hi",
+        Some('i') => "it",
+        Some('j') => "ja",
+        Some('p') => "pt-br",
+        Some('z') => "zh",
+        _ => "unknown",
+    }
+}
+
+impl TtsEngine {
+    /// Is `requested` our model? Empty and OpenAI's TTS model names (sent by clients by default)
+    /// mean "the served model".
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        let r = requested.unwrap_or("").trim();
+        if r.is_empty() || r == self.model_id || ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "kokoro"].contains(&r) {
+            Ok(())
+        } else {
+            Err(ApiError::model_not_found(r, &[self.model_id.clone(), "tts-1".into(), "tts-1-hd".into()]))
+        }
+    }
+
+    /// Validate and plan a request: text limits, voice or blend, speed, then the text front end
+    /// (blocking: espeak-ng may run) and the cut into pieces.
+    pub fn plan(&self, text: &str, voice: Option<&str>, speed: Option<f32>) -> Result<Plan, ApiError> {
+        let chars = text.chars().count();
+        if text.trim().is_empty() {
+            return Err(ApiError::bad_request("`input` is empty").with_param("input"));
+        }
+        if chars > self.max_input_chars {
+            return Err(ApiError::too_large(format!(
+                "`input` has {chars} characters; the limit is {} (--max-input-chars). Split long texts into several requests",
+                self.max_input_chars
+            ))
+            .with_param("input"));
+        }
+        let speed = speed.unwrap_or(1.0);
+        if !(speed.is_finite() && (MIN_SPEED..=MAX_SPEED).contains(&speed)) {
+            return Err(ApiError::bad_request(format!("`speed` must be between {MIN_SPEED} and {MAX_SPEED}")).with_param("speed"));
+        }
+        let spec = voice.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(&self.default_voice);
+        let pack = self.voices.resolve(spec).map_err(|e| match e {
+            VoiceError::Unknown(v) => {
+                ApiError::bad_request(format!("unknown voice `{v}`; GET /v1/audio/voices lists the {} voices", self.voices.len()))
+                    .with_param("voice")
+                    .with_code("voice_not_found")
+            }
+            VoiceError::Malformed(m) => ApiError::bad_request(format!("{m} (a voice id, or a blend like af_heart:0.7+am_adam:0.3)")).with_param("voice"),
+        })?;
+        // British voices read with the British lexicon; every other voice with the American one.
+        let g2p = if spec.trim_start().starts_with('b') { &self.g2p_gb } else { &self.g2p_us };
+        let chunks = match g2p.chunks(text, CONTEXT_LENGTH - 2) {
+            Ok(c) => c,
+            Err(G2pError::Empty) => {
+                return Err(ApiError::bad_request(
+                    "nothing speakable in `input`: markup, emoji, control characters and non-Latin scripts are removed, and nothing was left",
+                )
+                .with_param("input"))
+            }
+            Err(e) => return Err(ApiError::internal(format!("text front end: {e}"))),
+        };
+        let mut pieces = Vec::new();
+        for chunk in chunks {
+            for (ph, t) in split_sentences(&chunk.phonemes, &chunk.text, 8) {
+                let mut ids = vec![0i64];
+                ids.extend(g2p.vocab().encode(&ph));
+                ids.push(0);
+                if ids.len() > 2 {
+                    pieces.push(Piece { text: t, ids });
+                }
+            }
+        }
+        if pieces.is_empty() {
+            return Err(ApiError::bad_request("nothing speakable in `input`").with_param("input"));
+        }
+        Ok(Plan { pieces, voice: pack, speed, characters: chars })
+    }
+
+    /// Synthesize a plan piece by piece on a blocking thread, sending each piece's audio as soon
+    /// as it exists. Waits for a model slot first (or 429). Stops early when the receiver is
+    /// dropped (client gone). Errors after the first piece arrive as the channel's last item.
+    pub async fn synthesize(self: &Arc<Self>, plan: Plan, started: Instant, tx: mpsc::Sender<Result<AudioPiece, ApiError>>) -> Result<(), ApiError> {
+        let permit = self.queue.acquire().await?;
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let synth_start = Instant::now();
+            let mut audio_samples = 0usize;
+            for (index, piece) in plan.pieces.iter().enumerate() {
+                if tx.is_closed() {
+                    engine.metrics.cancelled.inc();
+                    tracing::info!(index, pieces = plan.pieces.len(), "client gone: synthesis stopped");
+                    return;
+                }
+                let style = plan.voice.style(piece.ids.len() - 2);
+                let result = engine.slot.run(|m, _| m.forward(&piece.ids, style, plan.speed));
+                match result {
+                    Ok(s) => {
+                        audio_samples += s.audio.len();
+                        let ttfa = (index == 0).then(|| started.elapsed());
+                        if let Some(t) = ttfa {
+                            engine.metrics.time_to_first_audio.observe(t.as_secs_f64());
+                        }
+                        let out = AudioPiece { index, text: piece.text.clone(), samples: s.audio, time_to_first_audio: ttfa };
+                        if tx.blocking_send(Ok(out)).is_err() {
+                            engine.metrics.cancelled.inc();
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), index, "synthesis failed");
+                        let _ = tx.blocking_send(Err(ApiError::internal(format!("synthesis failed: {e:#}"))));
+                        return;
+                    }
+                }
+            }
+            let secs = synth_start.elapsed().as_secs_f64();
+            let audio_secs = audio_samples as f64 / SAMPLE_RATE as f64;
+            engine.metrics.characters.inc_by(plan.characters as u64);
+            engine.metrics.audio_seconds.inc_by(audio_secs.round() as u64);
+            if audio_secs > 0.0 {
+                engine.metrics.realtime_factor.observe(secs / audio_secs);
+            }
+            if secs > 0.0 {
+                engine.metrics.characters_per_second.observe(plan.characters as f64 / secs);
+            }
+            engine.queue.set_typical_duration(Duration::from_secs_f64(secs));
+        });
+        Ok(())
+    }
+}
+
+/// f32 samples -> signed 16-bit little-endian PCM.
+pub fn to_s16le(samples: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    for &s in samples {
+        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    out
+}
+
+/// A WAV header for a stream of unknown length (16-bit mono): the RIFF and data sizes are
+/// 0xFFFFFFFF, the convention streaming encoders (ffmpeg, OpenAI's API) use; readers take the
+/// data to the end of the file.
+pub fn streaming_wav_header(sample_rate: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(44);
+    h.extend_from_slice(b"RIFF");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h.extend_from_slice(b"WAVEfmt ");
+    h.extend_from_slice(&16u32.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&sample_rate.to_le_bytes());
+    h.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&16u16.to_le_bytes());
+    h.extend_from_slice(b"data");
+    h.extend_from_slice(&u32::MAX.to_le_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_split_in_phoneme_space() {
+        let parts = split_sentences("həlˈO wˈɜɹld. ðɪs ɪz ɐ tˈɛst! ɔl ɹˈIt?", "Hello world. This is a test! All right?", 4);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], ("həlˈO wˈɜɹld.".to_string(), "Hello world.".to_string()));
+        assert_eq!(parts[2].1, "All right?");
+        // A short tail joins the previous piece; the text then stays whole on the first.
+        let parts = split_sentences("həlˈO wˈɜɹld. hˈI.", "Hello world. Hi.", 8);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].0, "həlˈO wˈɜɹld. hˈI.");
+        assert_eq!(parts[0].1, "Hello world. Hi.");
+    }
+
+    #[test]
+    fn pcm_and_header() {
+        assert_eq!(to_s16le(&[0.0, 1.0, -1.0, 2.0]), vec![0, 0, 0xff, 0x7f, 0x01, 0x80, 0xff, 0x7f]);
+        let h = streaming_wav_header(24_000);
+        assert_eq!(h.len(), 44);
+        assert_eq!(&h[..4], b"RIFF");
+        assert_eq!(&h[36..40], b"data");
+    }
+}
