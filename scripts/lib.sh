@@ -10,7 +10,8 @@ export VOICE_MODELS_DIR="${VOICE_MODELS_DIR:-$CACHE_ROOT/models}"
 
 # Debian packages: test speech (pocketsphinx-testdata), encoders for the codec tests, and
 # OpenBLAS, which voice-kernels loads at run time for fast CPU matmuls.
-DEBIAN_PACKAGES=(pocketsphinx-testdata flac lame vorbis-tools libopenblas0-pthread)
+# espeak-ng: voice-g2p reads out-of-lexicon words through it.
+DEBIAN_PACKAGES=(pocketsphinx-testdata flac lame vorbis-tools libopenblas0-pthread espeak-ng)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -13,7 +13,7 @@ log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
 log "fetching the registry models into $VOICE_MODELS_DIR"
-"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2
+"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m
 
 log "PostgreSQL + pgvector for the RAG store tests"
 VOICE_PG_BIN=$("$REPO_ROOT/scripts/fetch-postgres.sh")

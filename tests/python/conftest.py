@@ -81,3 +81,10 @@ def embed(tmp_path_factory):
                 "pytest-voice-embed.log")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def tts():
+    s = Service("voice-tts", ["--model", "kokoro-82m", "--device", "cpu"], "pytest-voice-tts.log")
+    yield s
+    s.stop()
