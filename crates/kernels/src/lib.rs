@@ -425,7 +425,21 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: u
                     // cols (c_out*k, t_in) = W^T (c_out*k, c_in) x X (c_in, t_in)
                     // Safety: wv holds c_in*c_out*k, xv b*c_in*t_in, cols c_out*k*t_in elements.
                     unsafe {
-                        blas.sgemm(true, false, c_out * ks, t_in, c_in, 1.0, wv.as_ptr(), c_out * ks, xv.as_ptr().add(bi * c_in * t_in), t_in, 0.0, cols.as_mut_ptr(), t_in);
+                        blas.sgemm(
+                            true,
+                            false,
+                            c_out * ks,
+                            t_in,
+                            c_in,
+                            1.0,
+                            wv.as_ptr(),
+                            c_out * ks,
+                            xv.as_ptr().add(bi * c_in * t_in),
+                            t_in,
+                            0.0,
+                            cols.as_mut_ptr(),
+                            t_in,
+                        );
                     }
                     use rayon::prelude::*;
                     out[bi * c_out * t_out..(bi + 1) * c_out * t_out].par_chunks_mut(t_out).enumerate().for_each(|(co, row)| {

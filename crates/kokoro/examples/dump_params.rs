@@ -1,6 +1,8 @@
 //! Debug: synthesize the reference tokens and compare with onnxruntime's intermediates.
 use candle_core::Device;
-fn read_npy(p: &str) -> Vec<f32> { candle_core::Tensor::read_npy(p).unwrap().flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap() }
+fn read_npy(p: &str) -> Vec<f32> {
+    candle_core::Tensor::read_npy(p).unwrap().flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap()
+}
 fn main() -> anyhow::Result<()> {
     let path = std::env::args().nth(1).expect("onnx path");
     let t0 = std::time::Instant::now();
@@ -22,7 +24,9 @@ fn main() -> anyhow::Result<()> {
     let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     println!("audio rms ours {} ref {} len {} {}", rms(&out.audio), rms(&ra), out.audio.len(), ra.len());
     let mut wav = Vec::new();
-    for v in &out.audio { wav.extend_from_slice(&v.to_le_bytes()); }
+    for v in &out.audio {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
     std::fs::write("/tmp/kk/ours.f32", wav)?;
     Ok(())
 }

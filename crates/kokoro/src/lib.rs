@@ -8,5 +8,5 @@ pub mod ops;
 pub mod voices;
 pub mod weights;
 
-pub use model::{Kokoro, Synthesis, CONTEXT_LENGTH, SAMPLE_RATE, SAMPLES_PER_FRAME};
+pub use model::{Kokoro, Synthesis, CONTEXT_LENGTH, SAMPLES_PER_FRAME, SAMPLE_RATE};
 pub use weights::Weights;

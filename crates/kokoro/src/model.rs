@@ -45,7 +45,9 @@ const ALBERT_HIDDEN: usize = 768;
 impl Albert {
     fn load(ws: &Weights) -> Result<Self> {
         let l = "bert.encoder.albert_layer_groups.0.albert_layers.0";
-        let ln = |name: &str, n: usize| -> Result<(Tensor, Tensor)> { Ok((ws.get(&format!("{name}.weight"), &[n])?, ws.get(&format!("{name}.bias"), &[n])?)) };
+        let ln = |name: &str, n: usize| -> Result<(Tensor, Tensor)> {
+            Ok((ws.get(&format!("{name}.weight"), &[n])?, ws.get(&format!("{name}.bias"), &[n])?))
+        };
         Ok(Self {
             word: ws.get("bert.embeddings.word_embeddings.weight", &[178, 128])?,
             position: ws.get("bert.embeddings.position_embeddings.weight", &[CONTEXT_LENGTH, 128])?,
@@ -106,7 +108,11 @@ impl TextEncoder {
                 ws.get(&format!("{p}.1.beta"), &[HIDDEN])?,
             ));
         }
-        Ok(Self { embedding: ws.get("text_encoder.embedding.weight", &[178, HIDDEN])?, cnn, lstm: BiLstm::load(ws, "text_encoder.lstm", HIDDEN, HIDDEN / 2)? })
+        Ok(Self {
+            embedding: ws.get("text_encoder.embedding.weight", &[178, HIDDEN])?,
+            cnn,
+            lstm: BiLstm::load(ws, "text_encoder.lstm", HIDDEN, HIDDEN / 2)?,
+        })
     }
 
     /// ids (t) -> (1, 512, t)
@@ -256,7 +262,7 @@ impl Predictor {
         let mut x = Tensor::cat(&[d_en, &s_rows], 1)?;
         for stage in &self.stages {
             let y = stage.lstm.forward(&x)?; // (t, 512)
-            // AdaLayerNorm: layer norm over channels, (1 + gamma) x + beta from the style.
+                                             // AdaLayerNorm: layer norm over channels, (1 + gamma) x + beta from the style.
             let h = stage.norm.forward(s)?; // (1, 1024)
             let gamma = (h.narrow(1, 0, HIDDEN)? + 1.0)?;
             let beta = h.narrow(1, HIDDEN, HIDDEN)?;
@@ -321,7 +327,10 @@ impl Generator {
                 Conv1d::load(ws, &format!("{g}.noise_convs.0"), N_FFT + 2, 256, 12, 6, 3, 1, true)?,
                 Conv1d::load(ws, &format!("{g}.noise_convs.1"), N_FFT + 2, 128, 1, 1, 0, 1, true)?,
             ],
-            noise_res: vec![AdaInResBlock1::load(ws, &format!("{g}.noise_res.0"), 256, 7)?, AdaInResBlock1::load(ws, &format!("{g}.noise_res.1"), 128, 11)?],
+            noise_res: vec![
+                AdaInResBlock1::load(ws, &format!("{g}.noise_res.0"), 256, 7)?,
+                AdaInResBlock1::load(ws, &format!("{g}.noise_res.1"), 128, 11)?,
+            ],
             ups: vec![
                 ConvTranspose1d::load(ws, &format!("{g}.ups.0"), 512, 256, 20, 10, 5)?,
                 ConvTranspose1d::load(ws, &format!("{g}.ups.1"), 256, 128, 12, 6, 3)?,
@@ -357,7 +366,7 @@ impl Generator {
             x = (acc.expect("three resblocks") / 3.0)?;
         }
         let x = self.conv_post.forward(&leaky_relu(&x, 0.01)?)?; // (1, 22, frames)
-        // Magnitude exp(x[..11]), phase sin(x[11..]).
+                                                                 // Magnitude exp(x[..11]), phase sin(x[11..]).
         let bins = N_FFT / 2 + 1;
         let frames = x.dim(2)?;
         let mag = x.narrow(1, 0, bins)?.exp()?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
@@ -422,7 +431,13 @@ fn stft_mag_phase(x: &[f32]) -> Vec<f32> {
     let pad = N_FFT / 2;
     let n = x.len();
     let reflect = |i: isize| -> f32 {
-        let j = if i < 0 { -i } else if i >= n as isize { 2 * (n as isize - 1) - i } else { i };
+        let j = if i < 0 {
+            -i
+        } else if i >= n as isize {
+            2 * (n as isize - 1) - i
+        } else {
+            i
+        };
         x[j.clamp(0, n as isize - 1) as usize]
     };
     let frames = n / HOP + 1;
@@ -456,10 +471,12 @@ fn istft(mag: &[f32], phase: &[f32], frames: usize) -> Vec<f32> {
     let mut env = vec![0f32; full];
     let mut frame = [0f32; N_FFT];
     // cos/sin table for k*m mod N.
-    let tab: Vec<(f32, f32)> = (0..N_FFT).map(|i| {
-        let a = 2.0 * std::f32::consts::PI * i as f32 / N_FFT as f32;
-        (a.cos(), a.sin())
-    }).collect();
+    let tab: Vec<(f32, f32)> = (0..N_FFT)
+        .map(|i| {
+            let a = 2.0 * std::f32::consts::PI * i as f32 / N_FFT as f32;
+            (a.cos(), a.sin())
+        })
+        .collect();
     for fr in 0..frames {
         frame.fill(0.0);
         for k in 0..bins {

@@ -315,8 +315,7 @@ pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
                     .and_then(|c| c.iter().find(|n| n.op_type == "DequantizeLinear"))
                     .ok_or_else(|| anyhow!("quantized embedding `{w}` without DequantizeLinear"))?;
                 let table = dequantize(q, get(input(dq, 1)?)?, get(input(dq, 2)?)?, 0)?;
-                let name = torch_name(w.strip_suffix("_quantized").unwrap_or(w))
-                    .ok_or_else(|| anyhow!("embedding `{w}` has no PyTorch name"))?;
+                let name = torch_name(w.strip_suffix("_quantized").unwrap_or(w)).ok_or_else(|| anyhow!("embedding `{w}` has no PyTorch name"))?;
                 params.insert(name, table);
             }
             "DynamicQuantizeLSTM" => {
@@ -334,10 +333,18 @@ pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
                     let wd = HostTensor::new(vec![in_dim, four_h], w.data[d * in_dim * four_h..(d + 1) * in_dim * four_h].to_vec())?.t()?;
                     let rd = HostTensor::new(vec![hidden, four_h], r.data[d * hidden * four_h..(d + 1) * hidden * four_h].to_vec())?.t()?;
                     let bd = &b.values[d * 2 * four_h..(d + 1) * 2 * four_h];
-                    params.insert(format!("{path}.weight_ih_l0{suffix}"), HostTensor::new(vec![four_h, in_dim], onnx_gates_to_torch(&wd.data, hidden, in_dim))?);
-                    params.insert(format!("{path}.weight_hh_l0{suffix}"), HostTensor::new(vec![four_h, hidden], onnx_gates_to_torch(&rd.data, hidden, hidden))?);
-                    params.insert(format!("{path}.bias_ih_l0{suffix}"), HostTensor::new(vec![four_h], onnx_gates_to_torch(&bd[..four_h], hidden, 1))?);
-                    params.insert(format!("{path}.bias_hh_l0{suffix}"), HostTensor::new(vec![four_h], onnx_gates_to_torch(&bd[four_h..], hidden, 1))?);
+                    params.insert(
+                        format!("{path}.weight_ih_l0{suffix}"),
+                        HostTensor::new(vec![four_h, in_dim], onnx_gates_to_torch(&wd.data, hidden, in_dim))?,
+                    );
+                    params.insert(
+                        format!("{path}.weight_hh_l0{suffix}"),
+                        HostTensor::new(vec![four_h, hidden], onnx_gates_to_torch(&rd.data, hidden, hidden))?,
+                    );
+                    params
+                        .insert(format!("{path}.bias_ih_l0{suffix}"), HostTensor::new(vec![four_h], onnx_gates_to_torch(&bd[..four_h], hidden, 1))?);
+                    params
+                        .insert(format!("{path}.bias_hh_l0{suffix}"), HostTensor::new(vec![four_h], onnx_gates_to_torch(&bd[four_h..], hidden, 1))?);
                 }
             }
             _ => {}
@@ -368,7 +375,10 @@ mod tests {
             ("/encoder/N_proj/Conv_quant", "predictor.N_proj"),
             ("/encoder/shared/LSTM_quant", "predictor.shared"),
             ("/encoder/predictor/text_encoder/lstms.0/LSTM_quant", "predictor.text_encoder.lstms.0"),
-            ("/encoder/bert/encoder/albert_layer_groups.0/albert_layers.0/ffn/MatMul_quant", "bert.encoder.albert_layer_groups.0.albert_layers.0.ffn"),
+            (
+                "/encoder/bert/encoder/albert_layer_groups.0/albert_layers.0/ffn/MatMul_quant",
+                "bert.encoder.albert_layer_groups.0.albert_layers.0.ffn",
+            ),
             ("/decoder/decoder/asr_res/asr_res.0/Conv_quant", "decoder.asr_res.0"),
             ("/decoder/decoder/generator/resblocks.0/convs1.0/Conv_quant", "decoder.generator.resblocks.0.convs1.0"),
             ("/decoder/decoder/generator/m_source/l_linear/MatMul", "decoder.generator.m_source.l_linear"),

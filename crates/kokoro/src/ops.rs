@@ -35,7 +35,17 @@ pub struct Conv1d {
 
 impl Conv1d {
     #[allow(clippy::too_many_arguments)]
-    pub fn load(ws: &Weights, name: &str, c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize, dilation: usize, bias: bool) -> anyhow::Result<Self> {
+    pub fn load(
+        ws: &Weights,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        bias: bool,
+    ) -> anyhow::Result<Self> {
         let w = ws.get(&format!("{name}.weight"), &[c_out, c_in, k])?;
         let b = if bias { Some(ws.get(&format!("{name}.bias"), &[c_out])?) } else { None };
         Ok(Self { w, b, stride, padding, dilation })
@@ -169,7 +179,8 @@ impl BiLstm {
         let dir = |suffix: &str| -> anyhow::Result<LstmDir> {
             let w_ih = ws.get(&format!("{name}.weight_ih_l0{suffix}"), &[4 * hidden, inp])?;
             let w_hh = ws.get(&format!("{name}.weight_hh_l0{suffix}"), &[4 * hidden, hidden])?;
-            let bias = (ws.get(&format!("{name}.bias_ih_l0{suffix}"), &[4 * hidden])? + ws.get(&format!("{name}.bias_hh_l0{suffix}"), &[4 * hidden])?)?;
+            let bias =
+                (ws.get(&format!("{name}.bias_ih_l0{suffix}"), &[4 * hidden])? + ws.get(&format!("{name}.bias_hh_l0{suffix}"), &[4 * hidden])?)?;
             let w_hh_host = if w_hh.device().is_cpu() { Some(w_hh.flatten_all()?.to_vec1::<f32>()?) } else { None };
             Ok(LstmDir { w_ih, w_hh, bias, w_hh_host })
         };

@@ -126,7 +126,8 @@ pub fn parse_blend(spec: &str) -> std::result::Result<Vec<(String, f32)>, VoiceE
         let part = part.trim();
         let (id, w) = match part.split_once(':') {
             Some((id, w)) => {
-                let w: f32 = w.trim().parse().map_err(|_| VoiceError::Malformed(format!("weight `{}` of `{}` is not a number", w.trim(), id.trim())))?;
+                let w: f32 =
+                    w.trim().parse().map_err(|_| VoiceError::Malformed(format!("weight `{}` of `{}` is not a number", w.trim(), id.trim())))?;
                 (id.trim(), w)
             }
             None => (part, 1.0),

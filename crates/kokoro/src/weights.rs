@@ -38,7 +38,8 @@ impl Weights {
         } else {
             // The checkpoint is {bert, bert_encoder, predictor, text_encoder, decoder} -> state dict.
             for top in ["bert", "bert_encoder", "predictor", "text_encoder", "decoder"] {
-                let part = candle_core::pickle::read_all_with_key(path, Some(top)).with_context(|| format!("reading `{top}` from {}", path.display()))?;
+                let part =
+                    candle_core::pickle::read_all_with_key(path, Some(top)).with_context(|| format!("reading `{top}` from {}", path.display()))?;
                 for (k, v) in part {
                     let k = k.strip_prefix("module.").unwrap_or(&k).to_string();
                     raw.push((format!("{top}.{k}"), v.to_device(device)?));

@@ -60,7 +60,12 @@ fn matches_onnxruntime() {
         assert_eq!(reference.sample_rate, 24_000);
         let ours: Vec<f32> = out.audio.iter().map(|v| v * ONNX_GAIN).collect();
         let d = log_mel_distance_db(&ours, &reference.samples, 24_000);
-        eprintln!("{name}: durations {equal}/{} equal, log-mel distance {d:.2} dB, {} vs {} samples", want_dur.len(), ours.len(), reference.samples.len());
+        eprintln!(
+            "{name}: durations {equal}/{} equal, log-mel distance {d:.2} dB, {} vs {} samples",
+            want_dur.len(),
+            ours.len(),
+            reference.samples.len()
+        );
         assert!(d < 1.5, "{name}: log-mel distance {d:.2} dB");
         // Sanity of the metric on this case: the reference against itself shifted by 10 ms.
         let shifted = log_mel_distance_db(&reference.samples[256..], &reference.samples, 24_000);

@@ -192,7 +192,9 @@ impl TtsEngine {
                     .with_param("voice")
                     .with_code("voice_not_found")
             }
-            VoiceError::Malformed(m) => ApiError::bad_request(format!("{m} (a voice id, or a blend like af_heart:0.7+am_adam:0.3)")).with_param("voice"),
+            VoiceError::Malformed(m) => {
+                ApiError::bad_request(format!("{m} (a voice id, or a blend like af_heart:0.7+am_adam:0.3)")).with_param("voice")
+            }
         })?;
         // British voices read with the British lexicon; every other voice with the American one.
         let g2p = if spec.trim_start().starts_with('b') { &self.g2p_gb } else { &self.g2p_us };

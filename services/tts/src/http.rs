@@ -70,10 +70,10 @@ fn parse_format(f: Option<&str>) -> Result<Format, ApiError> {
     match f.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("wav") => Ok(Format::Wav),
         Some("pcm") => Ok(Format::Pcm),
-        Some(other @ ("mp3" | "opus" | "aac" | "flac")) => Err(ApiError::bad_request(format!(
-            "response_format `{other}` is not available in this build (no encoder): use wav or pcm"
-        ))
-        .with_param("response_format")),
+        Some(other @ ("mp3" | "opus" | "aac" | "flac")) => {
+            Err(ApiError::bad_request(format!("response_format `{other}` is not available in this build (no encoder): use wav or pcm"))
+                .with_param("response_format"))
+        }
         Some(other) => Err(ApiError::bad_request(format!("unknown response_format `{other}`: use wav or pcm")).with_param("response_format")),
     }
 }
@@ -127,7 +127,10 @@ async fn speech(State(st): State<AppState>, body: Bytes) -> Result<Response, Api
 
 /// The response body: the first piece, then each piece as it arrives. An error after the first
 /// piece ends the body early (the status has left already); it is logged by the engine.
-fn async_stream(head: Vec<u8>, rx: mpsc::Receiver<Result<crate::engine::AudioPiece, ApiError>>) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+fn async_stream(
+    head: Vec<u8>,
+    rx: mpsc::Receiver<Result<crate::engine::AudioPiece, ApiError>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     use futures::StreamExt;
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let rest = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {

@@ -98,7 +98,9 @@ fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
     let args = &state.args;
     let sa = &args.service;
     let fetcher = Fetcher::new(sa.models_dir.clone());
-    let resolved = fetcher.resolve(&sa.model, sa.fetch_missing, &["config.json", "kokoro-v1_0.pth"]).with_context(|| format!("resolving model `{}`", sa.model))?;
+    let resolved = fetcher
+        .resolve(&sa.model, sa.fetch_missing, &["config.json", "kokoro-v1_0.pth"])
+        .with_context(|| format!("resolving model `{}`", sa.model))?;
     let (id, dir) = (resolved.id.clone(), resolved.dir.clone());
     // Voices and the front end's data: beside the weights, or from the registry model.
     let data_dir = if dir.join("vocab.json").is_file() {
@@ -109,7 +111,9 @@ fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
     let g2p_dir = args.g2p_dir.clone().unwrap_or_else(|| data_dir.clone());
     let voices_dir = args.voices_dir.clone().unwrap_or_else(|| data_dir.join("voices"));
     let voices = Voices::load_dir(&voices_dir)?;
-    let load_g2p = |v| -> Result<G2p> { Ok(G2p::load(&g2p_dir, v).with_context(|| format!("text front end data in {}", g2p_dir.display()))?.with_espeak_program(&args.espeak)) };
+    let load_g2p = |v| -> Result<G2p> {
+        Ok(G2p::load(&g2p_dir, v).with_context(|| format!("text front end data in {}", g2p_dir.display()))?.with_espeak_program(&args.espeak))
+    };
     let (g2p_us, g2p_gb) = (load_g2p(Variant::Us)?, load_g2p(Variant::Gb)?);
     if let Err(e) = voices.resolve(&args.voice) {
         bail!("--voice {}: {e}", args.voice);

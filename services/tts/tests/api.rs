@@ -147,12 +147,8 @@ fn odd_but_speakable_inputs_are_spoken() {
         assert_eq!(s, 200);
         b.len()
     };
-    for input in [
-        "Hello\u{0007} world\u{0000}.",
-        "Hello 👋 world 🌍.",
-        "Hello мир world 世界.",
-        "<speak>Hello <break time=\"1s\"/> world.</speak>",
-    ] {
+    for input in ["Hello\u{0007} world\u{0000}.", "Hello 👋 world 🌍.", "Hello мир world 世界.", "<speak>Hello <break time=\"1s\"/> world.</speak>"]
+    {
         let (s, b, _) = speech(json!({"input": input, "response_format": "pcm"}));
         assert_eq!(s, 200, "{input:?}: {}", String::from_utf8_lossy(&b));
         // Same words as the plain sentence: the same length within a few frames.
@@ -184,7 +180,8 @@ fn grpc_streams_pieces_in_order_and_can_be_cancelled() {
         let voices = c.list_voices(ListVoicesRequest {}).await.unwrap().into_inner();
         assert_eq!(voices.voices.len(), 54);
 
-        let req = SynthesizeRequest { text: "One sentence here. And another one there.".into(), voice: "am_adam".into(), speed: 0.0, model: String::new() };
+        let req =
+            SynthesizeRequest { text: "One sentence here. And another one there.".into(), voice: "am_adam".into(), speed: 0.0, model: String::new() };
         let mut stream = c.synthesize(req).await.unwrap().into_inner();
         let mut chunks = Vec::new();
         while let Some(m) = stream.message().await.unwrap() {
@@ -224,7 +221,13 @@ fn metrics_are_exported() {
     let (s, _, _) = speech(json!({"input": "Counting for the metrics."}));
     assert_eq!(s, 200);
     let text = client().get(format!("{}/metrics", server().http)).send().unwrap().text().unwrap();
-    for name in ["voice_tts_time_to_first_audio_seconds_bucket", "voice_tts_realtime_factor_bucket", "voice_tts_characters_total", "voice_tts_characters_per_second_bucket", "voice_tts_queue_depth"] {
+    for name in [
+        "voice_tts_time_to_first_audio_seconds_bucket",
+        "voice_tts_realtime_factor_bucket",
+        "voice_tts_characters_total",
+        "voice_tts_characters_per_second_bucket",
+        "voice_tts_queue_depth",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }

@@ -61,7 +61,11 @@ fn ten_sentences_survive_tts_then_stt() {
 
     let (mut errors, mut total) = (0usize, 0usize);
     for (text, voice) in SENTENCES {
-        let r = client().post(format!("{}/v1/audio/speech", tts.http)).json(&json!({"input": text, "voice": voice, "response_format": "pcm"})).send().unwrap();
+        let r = client()
+            .post(format!("{}/v1/audio/speech", tts.http))
+            .json(&json!({"input": text, "voice": voice, "response_format": "pcm"}))
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{text}");
         let pcm = voice_runtime::audio::s16le_to_f32(&r.bytes().unwrap());
         // A WAV with exact sizes for the upload.
