@@ -3,25 +3,30 @@
 #   voice-stt  http://127.0.0.1:8001 (gRPC 9001)   speech-to-text
 #   voice-llm  http://127.0.0.1:8002 (gRPC 9002)   LLM chat/completions
 #   voice-embed http://127.0.0.1:8003 (gRPC 9003)  embeddings + RAG (embedded store in ~/.local/share/voice-ai/rag)
+#   voice-tts  http://127.0.0.1:8004 (gRPC 9004)   text-to-speech (Kokoro-82M; needs espeak-ng)
 # Ctrl-C (or SIGTERM) stops them cleanly; if one exits, the others are stopped too.
 #
 # Environment: VOICE_STT_MODEL (default whisper-tiny.en), VOICE_LLM_MODEL (default
-# smollm2-135m-instruct), VOICE_EMBED_MODEL (default all-minilm-l6-v2), VOICE_<SERVICE>_DEVICE (auto|cpu|cuda[:N]), any VOICE_<SERVICE>_* flag,
+# smollm2-135m-instruct), VOICE_EMBED_MODEL (default all-minilm-l6-v2), VOICE_TTS_MODEL (default
+# kokoro-82m), VOICE_<SERVICE>_DEVICE (auto|cpu|cuda[:N]), any VOICE_<SERVICE>_* flag,
 # CARGO_FEATURES (e.g. "--features voice-stt/cuda,voice-llm/cuda" for a CUDA build).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 ensure_rust
+# espeak-ng reads the words voice-tts's lexicons lack; OpenBLAS speeds up every CPU model.
+ensure_debian_packages espeak-ng libopenblas0-pthread
 
 stt_model="${VOICE_STT_MODEL:-whisper-tiny.en}"
 llm_model="${VOICE_LLM_MODEL:-smollm2-135m-instruct}"
 embed_model="${VOICE_EMBED_MODEL:-all-minilm-l6-v2}"
-log "building voice-stt, voice-llm, voice-embed and voice-models (release)"
+tts_model="${VOICE_TTS_MODEL:-kokoro-82m}"
+log "building voice-stt, voice-llm, voice-embed, voice-tts and voice-models (release)"
 # shellcheck disable=SC2086
-cargo build --release --locked -p voice-stt -p voice-llm -p voice-embed -p voice-models ${CARGO_FEATURES:-}
-log "fetching $stt_model $llm_model $embed_model"
-"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model" "$embed_model"
+cargo build --release --locked -p voice-stt -p voice-llm -p voice-embed -p voice-tts -p voice-models ${CARGO_FEATURES:-}
+log "fetching $stt_model $llm_model $embed_model $tts_model"
+"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model" "$embed_model" "$tts_model"
 
 pids=()
 stop() {
@@ -36,8 +41,11 @@ pids+=($!)
 pids+=($!)
 "$CARGO_TARGET_DIR/release/voice-embed" --model "$embed_model" --log-format "${VOICE_EMBED_LOG_FORMAT:-text}" &
 pids+=($!)
+"$CARGO_TARGET_DIR/release/voice-tts" --model "$tts_model" --log-format "${VOICE_TTS_LOG_FORMAT:-text}" &
+pids+=($!)
 log "voice-stt: curl localhost:${VOICE_STT_PORT:-8001}/v1/audio/transcriptions -F file=@speech.wav"
 log "voice-llm: curl localhost:${VOICE_LLM_PORT:-8002}/v1/chat/completions -H 'content-type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
 log "voice-embed: curl localhost:${VOICE_EMBED_PORT:-8003}/v1/embeddings -H 'content-type: application/json' -d '{\"input\":\"Hello\"}'"
+log "voice-tts: curl localhost:${VOICE_TTS_PORT:-8004}/v1/audio/speech -H 'content-type: application/json' -d '{\"input\":\"Hello there!\",\"voice\":\"af_heart\"}' -o hello.wav"
 # Whichever exits first ends the run.
 wait -n "${pids[@]}"

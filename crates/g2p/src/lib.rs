@@ -28,6 +28,7 @@ pub mod lexicon;
 mod normalize;
 mod numbers;
 mod pipeline;
+mod sentences;
 mod tokenize;
 mod vocab;
 
@@ -35,6 +36,7 @@ use std::path::Path;
 
 pub use chunk::Chunk;
 pub use normalize::normalize;
+pub use sentences::split_sentences;
 pub use vocab::Vocab;
 
 /// Kokoro's context window is 512 tokens including the two pad tokens.
@@ -145,6 +147,19 @@ impl G2p {
             return Err(G2pError::Empty);
         }
         Ok(chunks)
+    }
+
+    /// [`G2p::chunks`], then each chunk cut at its sentence ends ([`split_sentences`]; pieces
+    /// under `min_tokens` join a neighbour): what a streaming synthesizer feeds the model one at
+    /// a time.
+    pub fn pieces(&self, text: &str, max_tokens: usize, min_tokens: usize) -> Result<Vec<Chunk>, G2pError> {
+        let mut out = Vec::new();
+        for chunk in self.chunks(text, max_tokens)? {
+            for (phonemes, text) in split_sentences(&chunk.phonemes, &chunk.text, min_tokens) {
+                out.push(Chunk { text, phonemes });
+            }
+        }
+        Ok(out)
     }
 
     /// Phoneme tokens of a text (normalised first), with their spans in the normalised text.

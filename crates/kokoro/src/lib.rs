@@ -2,6 +2,7 @@
 //! in, 24 kHz audio out. Weights from the int8 ONNX export ([`onnx`]) or the upstream PyTorch
 //! checkpoint ([`weights`]); voice packs and blends in [`voices`].
 pub mod eval;
+pub mod fused;
 pub mod model;
 pub mod onnx;
 pub mod ops;

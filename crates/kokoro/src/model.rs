@@ -6,7 +6,8 @@
 use anyhow::{bail, Result};
 use candle_core::{Device, IndexOp, Tensor, D};
 
-use crate::ops::{layer_norm, layer_norm_plain, leaky_relu, snake, AdaIn, BiLstm, Conv1d, ConvTranspose1d, DepthwiseUp2, Linear};
+use crate::fused::Act;
+use crate::ops::{layer_norm, layer_norm_plain, leaky_relu, AdaIn, BiLstm, Conv1d, ConvTranspose1d, DepthwiseUp2, Linear};
 use crate::weights::Weights;
 
 pub const SAMPLE_RATE: u32 = 24_000;
@@ -154,12 +155,12 @@ impl AdainResBlk {
     }
 
     fn forward(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-        let mut r = leaky_relu(&self.norm1.forward(x, s)?, 0.2)?;
+        let mut r = self.norm1.forward_act(x, s, Act::LeakyRelu(0.2))?;
         if let Some(pool) = &self.pool {
             r = pool.forward(&r)?;
         }
         let r = self.conv1.forward(&r)?;
-        let r = self.conv2.forward(&leaky_relu(&self.norm2.forward(&r, s)?, 0.2)?)?;
+        let r = self.conv2.forward(&self.norm2.forward_act(&r, s, Act::LeakyRelu(0.2))?)?;
         let mut sc = x.clone();
         if self.pool.is_some() {
             let t = sc.dim(2)?;
@@ -175,30 +176,42 @@ impl AdainResBlk {
 /// `AdaINResBlock1` (generator): three dilated conv pairs with Snake activations.
 #[derive(Debug, Clone)]
 struct AdaInResBlock1 {
-    layers: Vec<(AdaIn, Tensor, Conv1d, AdaIn, Tensor, Conv1d)>,
+    layers: Vec<SnakeLayer>,
+}
+
+/// One dilated pair of `AdaINResBlock1`: (AdaIN, Snake alpha, conv) twice. Alphas stay on the
+/// host for the fused CPU kernel.
+#[derive(Debug, Clone)]
+struct SnakeLayer {
+    norm1: AdaIn,
+    alpha1: Vec<f32>,
+    conv1: Conv1d,
+    norm2: AdaIn,
+    alpha2: Vec<f32>,
+    conv2: Conv1d,
 }
 
 impl AdaInResBlock1 {
     fn load(ws: &Weights, name: &str, c: usize, k: usize) -> Result<Self> {
         let mut layers = Vec::new();
         for (j, d) in [1usize, 3, 5].into_iter().enumerate() {
-            layers.push((
-                AdaIn::load(ws, &format!("{name}.adain1.{j}"), STYLE, c)?,
-                ws.get(&format!("{name}.alpha1.{j}"), &[1, c, 1])?,
-                Conv1d::load(ws, &format!("{name}.convs1.{j}"), c, c, k, 1, d * (k - 1) / 2, d, true)?,
-                AdaIn::load(ws, &format!("{name}.adain2.{j}"), STYLE, c)?,
-                ws.get(&format!("{name}.alpha2.{j}"), &[1, c, 1])?,
-                Conv1d::load(ws, &format!("{name}.convs2.{j}"), c, c, k, 1, (k - 1) / 2, 1, true)?,
-            ));
+            layers.push(SnakeLayer {
+                norm1: AdaIn::load(ws, &format!("{name}.adain1.{j}"), STYLE, c)?,
+                alpha1: ws.get(&format!("{name}.alpha1.{j}"), &[1, c, 1])?.flatten_all()?.to_vec1::<f32>()?,
+                conv1: Conv1d::load(ws, &format!("{name}.convs1.{j}"), c, c, k, 1, d * (k - 1) / 2, d, true)?,
+                norm2: AdaIn::load(ws, &format!("{name}.adain2.{j}"), STYLE, c)?,
+                alpha2: ws.get(&format!("{name}.alpha2.{j}"), &[1, c, 1])?.flatten_all()?.to_vec1::<f32>()?,
+                conv2: Conv1d::load(ws, &format!("{name}.convs2.{j}"), c, c, k, 1, (k - 1) / 2, 1, true)?,
+            });
         }
         Ok(Self { layers })
     }
 
     fn forward(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
-        for (n1, a1, c1, n2, a2, c2) in &self.layers {
-            let xt = c1.forward(&snake(&n1.forward(&x, s)?, a1)?)?;
-            let xt = c2.forward(&snake(&n2.forward(&xt, s)?, a2)?)?;
+        for l in &self.layers {
+            let xt = l.conv1.forward(&l.norm1.forward_act(&x, s, Act::Snake(&l.alpha1))?)?;
+            let xt = l.conv2.forward(&l.norm2.forward_act(&xt, s, Act::Snake(&l.alpha2))?)?;
             x = (xt + x)?;
         }
         Ok(x)

@@ -147,6 +147,22 @@ impl AdaIn {
         Ok(Self { fc: Linear::load(ws, &format!("{name}.fc"), 2 * c, style)?, c })
     }
 
+    /// AdaIN then an activation, fused into one pass on the CPU ([`crate::fused`]).
+    pub fn forward_act(&self, x: &Tensor, s: &Tensor, act: crate::fused::Act) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && x.dim(0)? == 1 {
+            let h = self.fc.forward(s)?.flatten_all()?.to_vec1::<f32>()?;
+            let (gamma, beta) = h.split_at(self.c);
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let y = crate::fused::adain_act(&xv, self.c, gamma, beta, act);
+            return Tensor::from_vec(y, x.dims(), x.device());
+        }
+        let y = self.forward(x, s)?;
+        match act {
+            crate::fused::Act::Snake(alpha) => snake(&y, &Tensor::from_slice(alpha, (1, alpha.len(), 1), x.device())?),
+            crate::fused::Act::LeakyRelu(slope) => leaky_relu(&y, slope as f64),
+        }
+    }
+
     /// x (1, c, t), s (1, style).
     pub fn forward(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
         let h = self.fc.forward(s)?; // (1, 2c)

@@ -92,53 +92,6 @@ pub struct TtsEngine {
     pub max_input_chars: usize,
 }
 
-/// Sentence-final punctuation in Kokoro's phoneme alphabet.
-fn ends_sentence(c: char) -> bool {
-    matches!(c, '.' | '!' | '?' | '…')
-}
-
-/// Cut a chunk at sentence ends (in phoneme space: abbreviations and decimals were expanded to
-/// words by the front end, so every remaining `.` ends a sentence). The first audio of a long
-/// answer then waits only for its first sentence. Pieces under `min_tokens` join the next.
-pub fn split_sentences(phonemes: &str, text: &str, min_tokens: usize) -> Vec<(String, String)> {
-    let mut ph_parts: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let chars: Vec<char> = phonemes.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        cur.push(c);
-        let at_boundary = ends_sentence(c) && chars.get(i + 1).is_none_or(|n| n.is_whitespace() || matches!(n, '"' | '”' | ')'));
-        if at_boundary && cur.trim().chars().count() >= min_tokens {
-            ph_parts.push(std::mem::take(&mut cur).trim().to_string());
-        }
-    }
-    if !cur.trim().is_empty() {
-        match ph_parts.last_mut() {
-            Some(last) if cur.trim().chars().count() < min_tokens => {
-                last.push(' ');
-                last.push_str(cur.trim());
-            }
-            _ => ph_parts.push(cur.trim().to_string()),
-        }
-    }
-    // The text side, cut the same way when the counts agree; otherwise all of it on the first.
-    let mut text_parts: Vec<String> = Vec::new();
-    let mut t = String::new();
-    let tc: Vec<char> = text.chars().collect();
-    for (i, &c) in tc.iter().enumerate() {
-        t.push(c);
-        if ends_sentence(c) && tc.get(i + 1).is_none_or(|n| n.is_whitespace()) {
-            text_parts.push(std::mem::take(&mut t).trim().to_string());
-        }
-    }
-    if !t.trim().is_empty() {
-        text_parts.push(t.trim().to_string());
-    }
-    if text_parts.len() != ph_parts.len() {
-        text_parts = std::iter::once(text.trim().to_string()).chain(std::iter::repeat_n(String::new(), ph_parts.len().saturating_sub(1))).collect();
-    }
-    ph_parts.into_iter().zip(text_parts).collect()
-}
-
 /// Language of a voice id from its first letter (Kokoro's naming), for listings.
 pub fn voice_language(id: &str) -> &'static str {
     match id.chars().next() {
@@ -198,7 +151,7 @@ impl TtsEngine {
         })?;
         // British voices read with the British lexicon; every other voice with the American one.
         let g2p = if spec.trim_start().starts_with('b') { &self.g2p_gb } else { &self.g2p_us };
-        let chunks = match g2p.chunks(text, CONTEXT_LENGTH - 2) {
+        let chunks = match g2p.pieces(text, CONTEXT_LENGTH - 2, 8) {
             Ok(c) => c,
             Err(G2pError::Empty) => {
                 return Err(ApiError::bad_request(
@@ -210,13 +163,11 @@ impl TtsEngine {
         };
         let mut pieces = Vec::new();
         for chunk in chunks {
-            for (ph, t) in split_sentences(&chunk.phonemes, &chunk.text, 8) {
-                let mut ids = vec![0i64];
-                ids.extend(g2p.vocab().encode(&ph));
-                ids.push(0);
-                if ids.len() > 2 {
-                    pieces.push(Piece { text: t, ids });
-                }
+            let mut ids = vec![0i64];
+            ids.extend(g2p.vocab().encode(&chunk.phonemes));
+            ids.push(0);
+            if ids.len() > 2 {
+                pieces.push(Piece { text: chunk.text, ids });
             }
         }
         if pieces.is_empty() {
@@ -311,19 +262,6 @@ pub fn streaming_wav_header(sample_rate: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sentences_split_in_phoneme_space() {
-        let parts = split_sentences("həlˈO wˈɜɹld. ðɪs ɪz ɐ tˈɛst! ɔl ɹˈIt?", "Hello world. This is a test! All right?", 4);
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0], ("həlˈO wˈɜɹld.".to_string(), "Hello world.".to_string()));
-        assert_eq!(parts[2].1, "All right?");
-        // A short tail joins the previous piece; the text then stays whole on the first.
-        let parts = split_sentences("həlˈO wˈɜɹld. hˈI.", "Hello world. Hi.", 8);
-        assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].0, "həlˈO wˈɜɹld. hˈI.");
-        assert_eq!(parts[0].1, "Hello world. Hi.");
-    }
 
     #[test]
     fn pcm_and_header() {

@@ -121,6 +121,16 @@ def service_dashboard(svc, title):
                 (f"sum(rate(voice_stt_audio_seconds_total{{{sel}}}[5m]))", "audio s/s"),
                 (f"sum(voice_stt_streams_active{{{sel}}})", "streams")]),
         ]
+    if svc == "tts":
+        panels += [
+            panel("Time to first audio", [
+                (f"histogram_quantile({q}, sum by (le) (rate(voice_tts_time_to_first_audio_seconds_bucket{{{sel}}}[5m])))", f"p{int(q * 100)}")
+                for q in (0.5, 0.95)], unit="s"),
+            panel("Real-time factor (synthesis time / audio time)", [(f"histogram_quantile(0.5, sum by (le) (rate(voice_tts_realtime_factor_bucket{{{sel}}}[5m])))", "median")], unit="short"),
+            panel("Characters and audio produced", [
+                (f"sum(rate(voice_tts_characters_total{{{sel}}}[5m]))", "characters/s"),
+                (f"sum(rate(voice_tts_audio_seconds_total{{{sel}}}[5m]))", "audio s/s")]),
+        ]
     return dashboard(f"voice-ai-{svc}", f"voice-ai / {title}", [svc], panels)
 
 
