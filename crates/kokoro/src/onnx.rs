@@ -61,8 +61,9 @@ mod proto {
         pub int32_data: Vec<i32>,
         #[prost(string, tag = "8")]
         pub name: String,
-        #[prost(bytes = "vec", tag = "9")]
-        pub raw_data: Vec<u8>,
+        /// Zero-copy slices of the file buffer (see [`super::parse`]).
+        #[prost(bytes = "bytes", tag = "9")]
+        pub raw_data: bytes::Bytes,
         #[prost(int32, tag = "14")]
         pub data_location: i32,
     }
@@ -101,14 +102,37 @@ impl HostTensor {
     }
 }
 
-/// One initializer, raw: element type, dims and values widened to f32 (int8/uint8 exactly).
-struct Init {
+/// One initializer: dims, element type, and its values read on demand from the file's bytes
+/// (8-bit weights are never widened to f32 before they are dequantized into their final buffer).
+struct Init<'a> {
     dims: Vec<usize>,
     dtype: i32,
-    values: Vec<f32>,
+    t: &'a proto::TensorProto,
 }
 
-fn decode_init(t: &proto::TensorProto) -> Result<Option<Init>> {
+impl Init<'_> {
+    fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Element `i` as f32 (8-bit values exactly).
+    fn at(&self, i: usize) -> f32 {
+        let raw = &self.t.raw_data;
+        match self.dtype {
+            FLOAT if !raw.is_empty() => f32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]),
+            FLOAT => self.t.float_data[i],
+            UINT8 if !raw.is_empty() => raw[i] as f32,
+            INT8 if !raw.is_empty() => raw[i] as i8 as f32,
+            _ => self.t.int32_data[i] as f32,
+        }
+    }
+
+    fn to_vec(&self) -> Vec<f32> {
+        (0..self.len()).map(|i| self.at(i)).collect()
+    }
+}
+
+fn decode_init(t: &proto::TensorProto) -> Result<Option<Init<'_>>> {
     if t.data_location == 1 {
         bail!("initializer `{}` uses external data, which this loader does not read", t.name);
     }
@@ -120,53 +144,46 @@ fn decode_init(t: &proto::TensorProto) -> Result<Option<Init>> {
         dims.push(d as usize);
     }
     let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("initializer `{}` is too large", t.name))?;
-    let values: Vec<f32> = match t.data_type {
-        FLOAT if !t.raw_data.is_empty() => {
-            if t.raw_data.len() != n * 4 {
-                bail!("initializer `{}`: {} bytes for {n} floats", t.name, t.raw_data.len());
-            }
-            t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        }
-        FLOAT => t.float_data.clone(),
-        UINT8 if !t.raw_data.is_empty() => t.raw_data.iter().map(|&b| b as f32).collect(),
-        INT8 if !t.raw_data.is_empty() => t.raw_data.iter().map(|&b| b as i8 as f32).collect(),
-        // Without raw_data, ONNX stores 8-bit values in int32_data.
-        UINT8 | INT8 => t.int32_data.iter().map(|&v| v as f32).collect(),
+    // Every length is checked against the data actually present, so a corrupt file is an error
+    // here and never an out-of-bounds read or a huge allocation later.
+    let present = match t.data_type {
+        FLOAT if !t.raw_data.is_empty() => t.raw_data.len() / 4,
+        FLOAT => t.float_data.len(),
+        UINT8 | INT8 if !t.raw_data.is_empty() => t.raw_data.len(),
+        UINT8 | INT8 => t.int32_data.len(),
         // Shapes, axes and other integer constants: not weights.
         _ => return Ok(None),
     };
-    if values.len() != n {
-        bail!("initializer `{}`: {} values for shape {dims:?}", t.name, values.len());
+    if present != n || (t.data_type == FLOAT && !t.raw_data.is_empty() && t.raw_data.len() != 4 * n) {
+        bail!("initializer `{}`: data for {present} values, shape {dims:?} needs {n}", t.name);
     }
-    Ok(Some(Init { dims, dtype: t.data_type, values }))
+    Ok(Some(Init { dims, dtype: t.data_type, t }))
 }
 
 /// `(q - zero_point) * scale`, per tensor (scalar scale) or per channel along `axis`.
 fn dequantize(q: &Init, scale: &Init, zero: &Init, axis: usize) -> Result<HostTensor> {
+    let (scale_v, zero_v) = (scale.to_vec(), zero.to_vec());
     if !matches!(q.dtype, INT8 | UINT8) {
         bail!("expected an 8-bit tensor, got ONNX type {}", q.dtype);
     }
-    let channels = if scale.values.len() == 1 {
+    let channels = if scale_v.len() == 1 {
         1
     } else {
         let c = *q.dims.get(axis).ok_or_else(|| anyhow!("quantization axis {axis} out of range for {:?}", q.dims))?;
-        if scale.values.len() != c || zero.values.len() != c {
-            bail!("{} scales / {} zero points for {c} channels", scale.values.len(), zero.values.len());
+        if scale_v.len() != c || zero_v.len() != c {
+            bail!("{} scales / {} zero points for {c} channels", scale_v.len(), zero_v.len());
         }
         c
     };
-    if zero.values.len() != channels {
-        bail!("{} zero points for {channels} scales", zero.values.len());
+    if zero_v.len() != channels {
+        bail!("{} zero points for {channels} scales", zero_v.len());
     }
     // Elements between consecutive channel indices along `axis`.
     let inner: usize = q.dims[axis + 1..].iter().product();
-    let data = q
-        .values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
+    let data = (0..q.len())
+        .map(|i| {
             let c = if channels == 1 { 0 } else { (i / inner) % channels };
-            (v - zero.values[c]) * scale.values[c]
+            (q.at(i) - zero_v[c]) * scale_v[c]
         })
         .collect();
     HostTensor::new(q.dims.clone(), data)
@@ -234,15 +251,16 @@ fn input(n: &proto::NodeProto, i: usize) -> Result<&str> {
 /// All Kokoro parameters from the ONNX file, by PyTorch name.
 pub fn load(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    parse(&bytes).with_context(|| format!("parsing {} as the Kokoro ONNX export", path.display()))
+    parse(bytes).with_context(|| format!("parsing {} as the Kokoro ONNX export", path.display()))
 }
 
-/// [`load`] from bytes in memory.
-pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
+/// [`load`] from bytes in memory. Initializer data stays in this one buffer (prost slices it
+/// without copying) until each parameter is dequantized into its own.
+pub fn parse(bytes: impl Into<bytes::Bytes>) -> Result<HashMap<String, HostTensor>> {
     use prost::Message;
-    let model = proto::ModelProto::decode(bytes).map_err(|e| anyhow!("not an ONNX model: {e}"))?;
+    let model = proto::ModelProto::decode(bytes.into()).map_err(|e| anyhow!("not an ONNX model: {e}"))?;
     let graph = model.graph.ok_or_else(|| anyhow!("ONNX model without a graph"))?;
-    let mut inits: HashMap<&str, Init> = HashMap::new();
+    let mut inits: HashMap<&str, Init<'_>> = HashMap::new();
     for t in &graph.initializer {
         if let Some(init) = decode_init(t)? {
             inits.insert(t.name.as_str(), init);
@@ -292,14 +310,14 @@ pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
                     continue; // the exporter's inverse-STFT basis: computed, not learned
                 }
                 let w = get(input(node, 1)?)?;
-                params.insert(format!("{path}.weight"), HostTensor::new(w.dims.clone(), w.values.clone())?);
+                params.insert(format!("{path}.weight"), HostTensor::new(w.dims.clone(), w.to_vec())?);
             }
             "MatMul" => {
                 // Float products: attention scores (no initializer) and the source module's
                 // 9 -> 1 harmonic merge, the only float linear layer.
                 let Ok(w) = input(node, 1) else { continue };
                 let Some(init) = inits.get(w) else { continue };
-                let t = HostTensor::new(init.dims.clone(), init.values.clone())?.t()?;
+                let t = HostTensor::new(init.dims.clone(), init.to_vec())?.t()?;
                 params.insert(format!("{}.weight", module_path(&node.name)?), t);
             }
             "Gather" => {
@@ -332,7 +350,8 @@ pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
                     // W is (in, 4H) per direction here; PyTorch keeps (4H, in).
                     let wd = HostTensor::new(vec![in_dim, four_h], w.data[d * in_dim * four_h..(d + 1) * in_dim * four_h].to_vec())?.t()?;
                     let rd = HostTensor::new(vec![hidden, four_h], r.data[d * hidden * four_h..(d + 1) * hidden * four_h].to_vec())?.t()?;
-                    let bd = &b.values[d * 2 * four_h..(d + 1) * 2 * four_h];
+                    let bv = b.to_vec();
+                    let bd = &bv[d * 2 * four_h..(d + 1) * 2 * four_h];
                     params.insert(
                         format!("{path}.weight_ih_l0{suffix}"),
                         HostTensor::new(vec![four_h, in_dim], onnx_gates_to_torch(&wd.data, hidden, in_dim))?,
@@ -357,7 +376,9 @@ pub fn parse(bytes: &[u8]) -> Result<HashMap<String, HostTensor>> {
             continue;
         }
         if let Some(name) = torch_name(&t.name) {
-            params.entry(name).or_insert(HostTensor::new(init.dims.clone(), init.values.clone())?);
+            if !params.contains_key(&name) {
+                params.insert(name, HostTensor::new(init.dims.clone(), init.to_vec())?);
+            }
         }
     }
     Ok(params)
@@ -389,13 +410,27 @@ mod tests {
         assert!(module_path("/other/x/Conv").is_err());
     }
 
+    fn tensor(dims: &[i64], data_type: i32, raw: Vec<u8>) -> proto::TensorProto {
+        proto::TensorProto { dims: dims.to_vec(), data_type, raw_data: raw.into(), ..Default::default() }
+    }
+
     #[test]
     fn per_channel_dequantization() {
-        let q = Init { dims: vec![2, 3], dtype: INT8, values: vec![1., 2., 3., -1., -2., -3.] };
-        let s = Init { dims: vec![3], dtype: FLOAT, values: vec![1., 0.5, 2.] };
-        let z = Init { dims: vec![3], dtype: INT8, values: vec![0., 2., 1.] };
+        let q = tensor(&[2, 3], INT8, [1i8, 2, 3, -1, -2, -3].iter().map(|&v| v as u8).collect());
+        let s = tensor(&[3], FLOAT, [1f32, 0.5, 2.].iter().flat_map(|v| v.to_le_bytes()).collect());
+        let z = tensor(&[3], INT8, vec![0, 2, 1]);
+        let (q, s, z) = (decode_init(&q).unwrap().unwrap(), decode_init(&s).unwrap().unwrap(), decode_init(&z).unwrap().unwrap());
         let t = dequantize(&q, &s, &z, 1).unwrap();
         assert_eq!(t.data, vec![1., 0., 4., -1., -2., -8.]);
+    }
+
+    #[test]
+    fn lengths_are_checked_against_the_data() {
+        // Claims 1000x1000 values but carries 3 bytes: an error, not a read past the end.
+        assert!(decode_init(&tensor(&[1000, 1000], INT8, vec![1, 2, 3])).is_err());
+        assert!(decode_init(&tensor(&[2], FLOAT, vec![0; 7])).is_err());
+        assert!(decode_init(&tensor(&[-1], FLOAT, vec![])).is_err());
+        assert!(decode_init(&tensor(&[i64::MAX, i64::MAX], INT8, vec![])).is_err());
     }
 
     #[test]
@@ -407,8 +442,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"\x00\x01\x02", b"not an onnx file at all", &[0x3a, 0xff, 0xff, 0xff, 0xff, 0x0f]] {
-            let _ = parse(bytes); // Err or an empty graph, never a panic
+            let _ = parse(bytes.to_vec()); // Err or an empty graph, never a panic
         }
-        assert!(parse(b"\x3a\x05\x0a\x03abc").is_ok_and(|p| p.is_empty()) || parse(b"\x3a\x05\x0a\x03abc").is_err());
     }
 }
