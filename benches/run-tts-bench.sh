@@ -29,9 +29,9 @@ for r in $(seq 1 "$ROUNDS"); do
   "$CACHE_ROOT/venv-bench/bin/python" benches/tts_peer.py --model-dir "$dir" --plan "$out/tts-plan.json" --runs "$RUNS" --json "$out/tts-peer-$r.json"
 done
 
-"$CACHE_ROOT/venv-bench/bin/python" - "$out" "$ROUNDS" <<'PY'
+"$CACHE_ROOT/venv-bench/bin/python" - "$out" "$ROUNDS" "$RUNS" <<'PY'
 import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = {}
 for r in range(1, rounds + 1):
     for o, p in zip(json.load(open(f"{out}/tts-ours-{r}.json")), json.load(open(f"{out}/tts-peer-{r}.json"))):
@@ -39,7 +39,7 @@ for r in range(1, rounds + 1):
         row["o_rtf"].append(o["rtf"]); row["p_rtf"].append(p["rtf"])
         row["o_ttfa"].append(o["ttfa_ms"]); row["p_ttfa"].append(p["ttfa_ms"])
 med = statistics.median
-print(f"\n{rounds} interleaved rounds x {sys.argv[2]} ; medians. RTF = synthesis time / audio time (lower is faster).")
+print(f"\n{rounds} interleaved rounds of {runs} runs each; medians. RTF = synthesis time / audio time (lower is faster).")
 print("words  audio s  RTF ours  RTF peer  ratio   first audio ours (front end)  peer   ratio")
 summary = []
 for w, r in sorted(rows.items()):

@@ -91,3 +91,29 @@ impl Weights {
         self.map.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_weight_norm_is_folded() {
+        // weight_norm(dim=0): w = g * v / ||v|| with the norm over all but the first dimension.
+        let dev = Device::Cpu;
+        let v = Tensor::new(&[[[3f32], [4.]], [[0.], [2.]]], &dev).unwrap(); // (2, 2, 1): norms 5 and 2
+        let g = Tensor::new(&[[[10f32]], [[1.]]], &dev).unwrap(); // (2, 1, 1)
+        let b = Tensor::new(&[0.5f32, -0.5], &dev).unwrap();
+        let dir = std::env::temp_dir().join(format!("kokoro-wn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kokoro-v1_0.safetensors");
+        let tensors: HashMap<String, Tensor> =
+            [("decoder.x.weight_v".to_string(), v), ("decoder.x.weight_g".to_string(), g), ("decoder.x.bias".to_string(), b)].into_iter().collect();
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let ws = Weights::from_checkpoint(&path, &dev).unwrap();
+        let w = ws.get("decoder.x.weight", &[2, 2, 1]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(w, vec![6., 8., 0., 1.]);
+        assert!(ws.get("decoder.x.bias", &[2]).is_ok());
+        assert!(ws.get("decoder.x.bias", &[3]).is_err(), "shape mismatch is an error");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
