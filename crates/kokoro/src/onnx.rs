@@ -376,8 +376,8 @@ pub fn parse(bytes: impl Into<bytes::Bytes>) -> Result<HashMap<String, HostTenso
             continue;
         }
         if let Some(name) = torch_name(&t.name) {
-            if !params.contains_key(&name) {
-                params.insert(name, HostTensor::new(init.dims.clone(), init.to_vec())?);
+            if let std::collections::hash_map::Entry::Vacant(e) = params.entry(name) {
+                e.insert(HostTensor::new(init.dims.clone(), init.to_vec())?);
             }
         }
     }
