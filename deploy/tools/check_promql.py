@@ -28,6 +28,9 @@ COMMON = {
 OWN = {
     "stt": {"audio_seconds_total", "transcription_seconds", "realtime_factor", "streams_active",
             "streaming_partials_total", "streaming_finals_total"},
+    # services/tts/src/engine.rs TtsMetrics
+    "tts": {"time_to_first_audio_seconds", "realtime_factor", "characters_total", "characters_per_second",
+            "audio_seconds_total", "cancelled_total"},
 }
 # Not exported yet: the contract for the services still to land (alerts stay silent until then).
 CONTRACT = {

@@ -202,14 +202,23 @@ impl TtsEngine {
                             engine.metrics.time_to_first_audio.observe(t.as_secs_f64());
                         }
                         let out = AudioPiece { index, text: piece.text.clone(), samples: s.audio, time_to_first_audio: ttfa };
-                        if tx.blocking_send(Ok(out)).is_err() {
-                            engine.metrics.cancelled.inc();
-                            return;
+                        match send_within(&tx, Ok(out), SLOW_CLIENT_LIMIT) {
+                            Sent::Ok => {}
+                            Sent::Closed => {
+                                engine.metrics.cancelled.inc();
+                                return;
+                            }
+                            Sent::TimedOut => {
+                                // A client that stops reading must not hold the model slot.
+                                engine.metrics.cancelled.inc();
+                                tracing::warn!(index, "client stopped reading for {SLOW_CLIENT_LIMIT:?}: synthesis abandoned");
+                                return;
+                            }
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), index, "synthesis failed");
-                        let _ = tx.blocking_send(Err(ApiError::internal(format!("synthesis failed: {e:#}"))));
+                        let _ = send_within(&tx, Err(ApiError::internal(format!("synthesis failed: {e:#}"))), SLOW_CLIENT_LIMIT);
                         return;
                     }
                 }
@@ -227,6 +236,34 @@ impl TtsEngine {
             engine.queue.set_typical_duration(Duration::from_secs_f64(secs));
         });
         Ok(())
+    }
+}
+
+/// How long a piece may wait for the client to take the previous ones before the synthesis is
+/// abandoned (the slot is then free for others).
+const SLOW_CLIENT_LIMIT: Duration = Duration::from_secs(30);
+
+enum Sent {
+    Ok,
+    Closed,
+    TimedOut,
+}
+
+/// Send from a blocking thread, giving up after `limit` if the channel stays full.
+fn send_within<T>(tx: &mpsc::Sender<T>, mut item: T, limit: Duration) -> Sent {
+    let start = Instant::now();
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return Sent::Ok,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Sent::Closed,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if start.elapsed() >= limit {
+                    return Sent::TimedOut;
+                }
+                item = back;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -262,6 +299,18 @@ pub fn streaming_wav_header(sample_rate: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_that_stops_reading_times_out() {
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(matches!(send_within(&tx, 1, Duration::from_millis(50)), Sent::Ok));
+        let t = Instant::now();
+        assert!(matches!(send_within(&tx, 2, Duration::from_millis(50)), Sent::TimedOut));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert_eq!(rx.try_recv().unwrap(), 1);
+        drop(rx);
+        assert!(matches!(send_within(&tx, 3, Duration::from_millis(50)), Sent::Closed));
+    }
 
     #[test]
     fn pcm_and_header() {

@@ -34,7 +34,7 @@ impl TextToSpeech for TtsGrpc {
         let plan = tokio::task::spawn_blocking(move || plan_engine.plan(&r.text, Some(&r.voice), speed))
             .await
             .map_err(|e| Status::internal(format!("text front end task failed: {e}")))??;
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(4);
         engine.synthesize(plan, started, tx).await?;
         let pieces = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
             Ok(p) => Ok(pb::AudioChunk {

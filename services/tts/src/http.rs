@@ -98,7 +98,7 @@ async fn speech(State(st): State<AppState>, body: Bytes) -> Result<Response, Api
         .await
         .map_err(|e| ApiError::internal(format!("text front end task failed: {e}")))??;
 
-    let (tx, mut rx) = mpsc::channel(2);
+    let (tx, mut rx) = mpsc::channel(4);
     engine.synthesize(plan, started, tx).await?;
     // The first piece decides the status: an error before any audio is a proper HTTP error.
     let first = match rx.recv().await {
