@@ -179,7 +179,7 @@ fn dequantize(q: &Init, scale: &Init, zero: &Init, axis: usize) -> Result<HostTe
         bail!("{} zero points for {channels} scales", zero_v.len());
     }
     // Elements between consecutive channel indices along `axis`.
-    let inner: usize = q.dims[axis + 1..].iter().product();
+    let inner: usize = q.dims.get(axis + 1..).map_or(1, |d| d.iter().product());
     let data = (0..q.len())
         .map(|i| {
             let c = if channels == 1 { 0 } else { (i / inner) % channels };
