@@ -14,7 +14,10 @@ fn model_bytes() -> &'static [u8] {
 
 fn load(bytes: Vec<u8>) -> anyhow::Result<()> {
     let params = voice_kokoro::onnx::parse(bytes)?;
-    let map = params.into_iter().map(|(k, v)| Ok((k, candle_core::Tensor::from_vec(v.data, v.shape, &candle_core::Device::Cpu)?))).collect::<anyhow::Result<_>>()?;
+    let map = params
+        .into_iter()
+        .map(|(k, v)| Ok((k, candle_core::Tensor::from_vec(v.data, v.shape, &candle_core::Device::Cpu)?)))
+        .collect::<anyhow::Result<_>>()?;
     voice_kokoro::Kokoro::new(&voice_kokoro::Weights::from_map(map), &candle_core::Device::Cpu)?;
     Ok(())
 }
