@@ -14,3 +14,14 @@ source "${VOICE_CUDA_HOME:-$CACHE_ROOT/cuda-13.0}/env.sh"
 log "cargo build --features cuda (kernels compile for sm_${CUDA_COMPUTE_CAP})"
 cargo build --locked --workspace --all-targets "$@" \
   --features voice-runtime/cuda,voice-kernels/cuda,voice-whisper/cuda,voice-stt/cuda,voice-textgen/cuda,voice-llm/cuda,voice-embeddings/cuda,voice-embed/cuda,voice-kokoro/cuda,voice-tts/cuda,voice-benches/cuda
+
+# Executables, unlike libraries, are written to the same file whatever the features, so the
+# CPU build that follows in the same target dir (scripts/test.sh) would find these CUDA-linked
+# binaries fresh and reuse them (they need libcuda.so.1 to start). Remove them; the next CPU build
+# relinks its own.
+profile=debug
+for arg in "$@"; do [ "$arg" = --release ] && profile=release; done
+for bin in voice-stt voice-llm voice-embed voice-tts voice-models stt-rtf llm-bench embed-bench tts-bench; do
+  rm -f "$CARGO_TARGET_DIR/$profile/$bin"
+  find "$CARGO_TARGET_DIR/$profile/deps" -maxdepth 1 -type f -name "${bin//-/_}-*" ! -name '*.d' -delete 2>/dev/null || true
+done
