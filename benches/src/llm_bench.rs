@@ -3,6 +3,9 @@
 //! (llama.cpp via llama-cpp-python, same GGUF, same threads) is run by `benches/llm_peer.py`;
 //! `benches/run-llm-bench.sh` runs both and prints the ratios.
 
+#[path = "common.rs"]
+mod common;
+
 use std::{sync::Arc, time::Instant};
 
 use anyhow::Result;
@@ -56,11 +59,6 @@ fn wait(mut h: Handle) -> Result<(usize, f64)> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
     let dir = Fetcher::new(None).resolve(&a.model, true, &[])?.dir;
@@ -111,9 +109,9 @@ fn main() -> Result<()> {
         threads: candle_core::utils::get_num_threads(),
         prompt_tokens: a.prompt_tokens,
         gen_tokens: a.gen_tokens,
-        prefill_tok_s: median(prefill),
-        decode_tok_s: median(decode),
-        ttft_ms: median(ttft),
+        prefill_tok_s: common::median(&prefill),
+        decode_tok_s: common::median(&decode),
+        ttft_ms: common::median(&ttft),
         aggregate,
     };
     println!(

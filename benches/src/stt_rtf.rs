@@ -4,6 +4,10 @@
 //!
 //!   stt-rtf --model whisper-tiny.en --model whisper-base --runs 3 --json out.json
 
+#[path = "common.rs"]
+mod common;
+use common::rss_mb;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -43,14 +47,6 @@ struct ModelResult {
     load_seconds: f64,
     rss_mb_after_load: f64,
     rss_mb_peak: f64,
-}
-
-fn rss_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn main() -> Result<()> {

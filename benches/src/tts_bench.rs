@@ -6,6 +6,10 @@
 //!
 //!     tts-bench --model-dir ~/.cache/voice-ai/models/kokoro-82m --runs 3 --plan plan.json --json ours.json
 
+#[path = "common.rs"]
+mod common;
+use common::{median, rss_mb};
+
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::Result;
@@ -60,20 +64,6 @@ struct Row {
     rss_mb_peak: f64,
 }
 
-fn rss_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let dev = Device::Cpu;
@@ -93,11 +83,8 @@ fn main() -> Result<()> {
         let mut n_pieces = 0;
         for _ in 0..args.runs.max(1) {
             let start = Instant::now();
-            let pieces: Vec<Vec<i64>> = g2p
-                .pieces(text, voice_kokoro::CONTEXT_LENGTH - 2, 8)?
-                .iter()
-                .map(|c| std::iter::once(0).chain(g2p.vocab().encode(&c.phonemes)).chain(std::iter::once(0)).collect())
-                .collect();
+            let pieces: Vec<Vec<i64>> =
+                g2p.pieces(text, voice_kokoro::CONTEXT_LENGTH - 2, 8)?.iter().map(|c| g2p.vocab().encode_padded(&c.phonemes)).collect();
             let g2p_ms = start.elapsed().as_secs_f64() * 1e3;
             let mut samples = 0usize;
             let mut first = None;

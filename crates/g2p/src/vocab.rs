@@ -45,6 +45,15 @@ impl Vocab {
         phonemes.chars().filter_map(|c| self.ids.get(&c).copied()).collect()
     }
 
+    /// [`Vocab::encode`] between Kokoro's pad token (0) at both ends: one model input.
+    pub fn encode_padded(&self, phonemes: &str) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(phonemes.len() + 2);
+        ids.push(0);
+        ids.extend(phonemes.chars().filter_map(|c| self.ids.get(&c).copied()));
+        ids.push(0);
+        ids
+    }
+
     /// Number of tokens `phonemes` encodes to (without allocating).
     pub fn count(&self, phonemes: &str) -> usize {
         phonemes.chars().filter(|c| self.ids.contains_key(c)).count()

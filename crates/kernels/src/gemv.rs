@@ -72,6 +72,11 @@ mod x86 {
     }
 }
 
+/// Whether this CPU has AVX2 + FMA (for callers with their own `#[target_feature]` loops).
+pub fn has_avx2_fma() -> bool {
+    features().0
+}
+
 fn features() -> (bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {

@@ -270,6 +270,14 @@ fn single_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, sca
     Ok(Some(Tensor::from_vec(out, (b, 1, d), &Device::Cpu)?))
 }
 
+/// y (b, c, t) + bias (c) per channel: the candle path of the convolutions.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1))?),
+        None => Ok(y),
+    }
+}
+
 /// 1-D convolution, x (b, c_in, t), w (c_out, c_in, k), bias (c_out).
 pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
     conv1d_dilated(x, w, bias, stride, padding, 1)
@@ -387,10 +395,7 @@ pub fn conv1d_dilated(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usi
         return Tensor::from_vec(out, (b, c_out, t_out), &Device::Cpu);
     }
     let y = x.conv1d(w, padding, stride, dilation, 1)?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1))?),
-        None => Ok(y),
-    }
+    add_channel_bias(y, bias)
 }
 
 /// Transposed 1-D convolution (groups 1), x (b, c_in, t), w (c_in, c_out, k), bias (c_out):
@@ -462,10 +467,7 @@ pub fn conv_transpose1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: u
         return Tensor::from_vec(out, (b, c_out, t_out), &Device::Cpu);
     }
     let y = x.conv_transpose1d(w, padding, output_padding, stride, 1, 1)?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1))?),
-        None => Ok(y),
-    }
+    add_channel_bias(y, bias)
 }
 
 /// GELU with the exact normal CDF (PyTorch's default, Whisper's activation).

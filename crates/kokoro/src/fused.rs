@@ -73,21 +73,11 @@ unsafe fn row_avx2(x: &[f32], out: &mut [f32], gamma: f32, beta: f32, act: Act, 
     row_kernel(x, out, gamma, beta, act, c)
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *F.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// x (c, t) row-major; gamma/beta (c) from the style; returns act((1 + gamma) * norm(x) + beta).
 pub fn adain_act(x: &[f32], channels: usize, gamma: &[f32], beta: &[f32], act: Act) -> Vec<f32> {
     let t = x.len() / channels;
     let mut out = vec![0f32; x.len()];
-    let avx2 = has_avx2();
+    let avx2 = voice_kernels::gemv::has_avx2_fma();
     out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(c, (o, xr))| {
         #[cfg(target_arch = "x86_64")]
         if avx2 {

@@ -110,10 +110,8 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// Normalise each channel over time: (b, c, t), eps 1e-5, no affine (Kokoro's AdaIN norms are
 /// affine in name only: the checkpoint leaves them at identity).
 pub fn instance_norm(x: &Tensor) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    xc.broadcast_div(&(var + 1e-5)?.sqrt()?)
+    // Over the last (time) axis of (b, c, t): the same computation as a plain layer norm.
+    layer_norm_plain(x, 1e-5)
 }
 
 /// Layer norm over the last dimension, no affine.

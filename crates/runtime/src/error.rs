@@ -169,10 +169,16 @@ pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// A request's optional `model` must name the one model this service serves (empty = any).
 pub fn check_model(served: &str, requested: Option<&str>) -> Result<(), ApiError> {
+    check_model_or_alias(served, &[], requested)
+}
+
+/// [`check_model`], also accepting `aliases`: the OpenAI model names clients send by default
+/// (`whisper-1`, `tts-1`, ...), which mean "the served model".
+pub fn check_model_or_alias(served: &str, aliases: &[&str], requested: Option<&str>) -> Result<(), ApiError> {
     match requested.map(str::trim) {
         None | Some("") => Ok(()),
-        Some(m) if m == served => Ok(()),
-        Some(m) => Err(ApiError::model_not_found(m, &[served.to_string()])),
+        Some(m) if m == served || aliases.contains(&m) => Ok(()),
+        Some(m) => Err(ApiError::model_not_found(m, &std::iter::once(served).chain(aliases.iter().copied()).map(String::from).collect::<Vec<_>>())),
     }
 }
 

@@ -69,19 +69,10 @@ impl Drop for CancelOnDrop {
 }
 
 impl SttEngine {
-    /// Does `requested` name the model we serve? Empty and `whisper-1` (OpenAI's name, which
-    /// clients send by default) mean "the served model".
-    pub fn accepts_model(&self, requested: &str) -> bool {
-        let r = requested.trim();
-        r.is_empty() || r == self.model_id || r == "whisper-1"
-    }
-
+    /// `requested` must be our model; empty and `whisper-1` (OpenAI's name, which clients send
+    /// by default) mean "the served model".
     pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
-        if self.accepts_model(requested) {
-            Ok(())
-        } else {
-            Err(ApiError::model_not_found(requested, &[self.model_id.clone(), "whisper-1".into()]))
-        }
+        voice_runtime::error::check_model_or_alias(&self.model_id, &["whisper-1"], Some(requested))
     }
 
     pub fn check_language(&self, language: Option<&str>) -> Result<(), ApiError> {

@@ -112,12 +112,7 @@ impl TtsEngine {
     /// Is `requested` our model? Empty and OpenAI's TTS model names (sent by clients by default)
     /// mean "the served model".
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        let r = requested.unwrap_or("").trim();
-        if r.is_empty() || r == self.model_id || ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "kokoro"].contains(&r) {
-            Ok(())
-        } else {
-            Err(ApiError::model_not_found(r, &[self.model_id.clone(), "tts-1".into(), "tts-1-hd".into()]))
-        }
+        voice_runtime::error::check_model_or_alias(&self.model_id, &["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "kokoro"], requested)
     }
 
     /// Validate and plan a request: text limits, voice or blend, speed, then the text front end
@@ -163,9 +158,7 @@ impl TtsEngine {
         };
         let mut pieces = Vec::new();
         for chunk in chunks {
-            let mut ids = vec![0i64];
-            ids.extend(g2p.vocab().encode(&chunk.phonemes));
-            ids.push(0);
+            let ids = g2p.vocab().encode_padded(&chunk.phonemes);
             if ids.len() > 2 {
                 pieces.push(Piece { text: chunk.text, ids });
             }
