@@ -13,11 +13,15 @@ log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
 log "fetching the registry models into $VOICE_MODELS_DIR"
-"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m
+"$CARGO_TARGET_DIR/debug/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m silero-vad livekit-ffi
 
 log "PostgreSQL + pgvector for the RAG store tests"
 VOICE_PG_BIN=$("$REPO_ROOT/scripts/fetch-postgres.sh")
 export VOICE_PG_BIN
+
+log "livekit-server (go install of a pinned tag) for the LiveKit tests"
+LIVEKIT_SERVER_BIN=$("$REPO_ROOT/scripts/fetch-livekit-server.sh")
+export LIVEKIT_SERVER_BIN
 
 log "cargo test"
 cargo test --workspace --locked "$@"

@@ -4,7 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The manifest dir at run time, not compile time: a build-script binary can be reused from
     // a shared target dir by a checkout at another path.
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["voice/stt/v1/stt.proto", "voice/llm/v1/llm.proto", "voice/embed/v1/embed.proto", "voice/tts/v1/tts.proto"];
+    let files =
+        ["voice/stt/v1/stt.proto", "voice/llm/v1/llm.proto", "voice/embed/v1/embed.proto", "voice/tts/v1/tts.proto", "voice/agent/v1/agent.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

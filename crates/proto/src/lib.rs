@@ -23,3 +23,9 @@ pub mod tts {
         tonic::include_proto!("voice.tts.v1");
     }
 }
+
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("voice.agent.v1");
+    }
+}

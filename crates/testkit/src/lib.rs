@@ -3,6 +3,7 @@
 //! shared server per test binary; OpenAI error-shape assertions; raw HTTP for requests a client
 //! library would not send.
 
+pub mod livekit;
 pub mod postgres;
 
 use std::{

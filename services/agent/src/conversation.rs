@@ -1,0 +1,800 @@
+//! One conversation: the audio loop of one room.
+//!
+//! ```text
+//! user audio 16 kHz ─> Silero VAD (32 ms windows) ─> TurnDetector
+//!    Onset          open a voice-stt stream (with 300 ms pre-roll), partial transcripts to the room
+//!    Interrupting   the agent is talking: flush its queued audio now, pause its reply
+//!    EndOfTurn      EndOfUtterance -> final transcript
+//! final transcript ─> (paused reply? backchannel: resume it / words: cancel it) ─> new reply:
+//!    voice-embed context ─> voice-llm tokens ─> sentences ─> voice-tts (one sentence at a time)
+//!    ─> 24 -> 48 kHz, 10 ms frames ─> AgentOutput (the room), first audio before the answer is done
+//! ```
+//!
+//! The loop owns all state; the speech-to-text stream and the reply run as tasks that report
+//! back through one channel, so no state is shared but the reply's timing and pause switch.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use serde_json::json;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use voice_proto::stt::v1::{
+    streaming_recognize_request::Request as SttReq, AudioChunk, EndOfUtterance, StreamingConfig, StreamingRecognizeRequest, TranscribeRequest,
+};
+
+use crate::{
+    backends::{retry, Backends},
+    memory::{with_context, Memory},
+    metrics::{AgentMetrics, TurnTiming},
+    sentences::SentenceSplitter,
+    transport::{AgentOutput, TransportEvent, INPUT_RATE, OUTPUT_FRAME, OUTPUT_RATE},
+    turn::{is_backchannel, TurnConfig, TurnDetector, TurnEvent},
+    vad::Vad,
+};
+
+/// Said when a backend stays unreachable after the retries.
+const SORRY_LLM: &str = "Sorry, I'm having trouble thinking right now. Please try again in a moment.";
+const SORRY_STT: &str = "Sorry, I didn't catch that. I'm having trouble hearing right now.";
+
+/// Data message topics (the frontend's contract).
+pub const TOPIC_STATE: &str = "agent.state";
+pub const TOPIC_TRANSCRIPT: &str = "agent.transcript";
+pub const TOPIC_METRICS: &str = "agent.metrics";
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub turn: TurnConfig,
+    pub system_prompt: String,
+    pub memory_tokens: usize,
+    /// Words before the first reply piece may end at a comma (0: sentences only).
+    pub first_clause_words: usize,
+    /// Audio kept from before speech onset and sent with the utterance (VAD onsets are late).
+    pub preroll: Duration,
+    /// Said when a user joins; empty: wait for them to speak.
+    pub greeting: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            turn: TurnConfig::default(),
+            system_prompt: "You are a helpful voice assistant. Answer in one or two short spoken sentences, in plain text without lists or markdown."
+                .into(),
+            memory_tokens: 1024,
+            first_clause_words: 6,
+            preroll: Duration::from_millis(300),
+            greeting: String::new(),
+        }
+    }
+}
+
+/// What every conversation shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub backends: Backends,
+    pub vad: Arc<dyn Vad>,
+    pub metrics: AgentMetrics,
+    pub config: Arc<AgentConfig>,
+}
+
+/// Visible from outside the loop (gRPC ListConversations, /v1/conversations).
+#[derive(Debug)]
+pub struct Status {
+    pub room: String,
+    pub started: Instant,
+    pub state: Mutex<&'static str>,
+    pub turns: AtomicUsize,
+}
+
+impl Status {
+    pub fn new(room: &str) -> Arc<Self> {
+        Arc::new(Self { room: room.into(), started: Instant::now(), state: Mutex::new("listening"), turns: AtomicUsize::new(0) })
+    }
+}
+
+/// Reports from the tasks to the loop.
+#[derive(Debug)]
+enum Internal {
+    SttPartial {
+        utterance: u64,
+        text: String,
+    },
+    SttFinal {
+        utterance: u64,
+        text: String,
+    },
+    /// The streaming recognizer failed; the loop falls back to one unary call with the audio.
+    SttStreamFailed {
+        utterance: u64,
+        error: String,
+    },
+    SttFailed {
+        utterance: u64,
+        error: String,
+    },
+    FirstAudio {
+        turn: u64,
+    },
+    Sentence {
+        turn: u64,
+        text: String,
+    },
+    ReplyDone {
+        turn: u64,
+        error: Option<String>,
+    },
+}
+
+/// The user's utterance while it is being spoken and transcribed.
+struct Utterance {
+    id: u64,
+    audio: Vec<i16>,
+    stt: Option<mpsc::UnboundedSender<StreamingRecognizeRequest>>,
+    task: JoinHandle<()>,
+    /// Set at end of turn.
+    timing: Option<TurnTiming>,
+}
+
+enum ReplySource {
+    Llm(Vec<voice_proto::llm::v1::ChatMessage>),
+    Fixed(String),
+}
+
+struct Reply {
+    turn: u64,
+    user_text: String,
+    pause: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    timing: Arc<Mutex<TurnTiming>>,
+    /// Sentences in order, and how many of them have started playing.
+    sentences: Arc<Mutex<Vec<String>>>,
+    spoken: Arc<AtomicUsize>,
+    speaking: bool,
+}
+
+impl Reply {
+    fn paused(&self) -> bool {
+        *self.pause.borrow()
+    }
+    fn spoken_text(&self) -> String {
+        let s = self.sentences.lock().unwrap();
+        s[..self.spoken.load(Ordering::SeqCst).min(s.len())].join(" ")
+    }
+    fn full_text(&self) -> String {
+        self.sentences.lock().unwrap().join(" ")
+    }
+}
+
+pub struct Conversation {
+    shared: Shared,
+    out: Arc<dyn AgentOutput>,
+    status: Arc<Status>,
+    tx: mpsc::UnboundedSender<Internal>,
+    rx: mpsc::UnboundedReceiver<Internal>,
+    vad_state: Box<dyn crate::vad::VadStream>,
+    detector: TurnDetector,
+    preroll: VecDeque<i16>,
+    utterances: Vec<Utterance>,
+    next_id: u64,
+    reply: Option<Reply>,
+    memory: Memory,
+}
+
+impl Conversation {
+    pub fn new(shared: Shared, out: Arc<dyn AgentOutput>, status: Arc<Status>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cfg = shared.config.clone();
+        Self {
+            vad_state: shared.vad.stream(),
+            detector: TurnDetector::new(cfg.turn.clone()),
+            preroll: VecDeque::new(),
+            utterances: Vec::new(),
+            next_id: 1,
+            reply: None,
+            memory: Memory::new(cfg.system_prompt.clone(), cfg.memory_tokens),
+            shared,
+            out,
+            status,
+            tx,
+            rx,
+        }
+    }
+
+    /// Run until the room closes, the last user leaves or `cancel` fires.
+    pub async fn run(mut self, mut events: mpsc::Receiver<TransportEvent>, cancel: CancellationToken) -> Result<()> {
+        self.set_state("listening", 0, false).await;
+        let result = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                ev = events.recv() => match ev {
+                    Some(TransportEvent::Audio(pcm)) => self.on_audio(&pcm).await,
+                    Some(TransportEvent::UserJoined(who)) => {
+                        tracing::info!(room = %self.status.room, user = %who, "user joined");
+                        let greeting = self.shared.config.greeting.clone();
+                        if !greeting.is_empty() && self.reply.is_none() {
+                            let id = self.next_id();
+                            self.start_reply(id, String::new(), ReplySource::Fixed(greeting), TurnTiming::default()).await;
+                        }
+                    }
+                    Some(TransportEvent::UserLeft(who)) => {
+                        tracing::info!(room = %self.status.room, user = %who, "user left; ending the conversation");
+                        break Ok(());
+                    }
+                    Some(TransportEvent::Closed(why)) => break Err(anyhow::anyhow!("room closed: {why}")),
+                    None => break Ok(()),
+                },
+                Some(msg) = self.rx.recv() => self.on_internal(msg).await,
+            }
+        };
+        // Clean up: stop speaking, stop every task (dropping their gRPC streams cancels them).
+        if let Some(r) = self.reply.take() {
+            r.task.abort();
+            self.out.flush();
+        }
+        for u in self.utterances.drain(..) {
+            u.task.abort();
+        }
+        result
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    async fn send(&self, topic: &'static str, v: serde_json::Value) {
+        if let Err(e) = self.out.send_data(topic, v.to_string().into_bytes()).await {
+            tracing::debug!(error = %e, topic, "data message not sent");
+        }
+    }
+
+    async fn set_state(&self, state: &'static str, turn: u64, interrupted: bool) {
+        *self.status.state.lock().unwrap() = state;
+        self.send(TOPIC_STATE, json!({"state": state, "turn": turn, "interrupted": interrupted})).await;
+    }
+
+    async fn on_audio(&mut self, pcm: &[i16]) {
+        let now = Instant::now();
+        // Keep the pre-roll, and stream to the utterance in progress.
+        let keep = (self.shared.config.preroll.as_millis() as usize) * (INPUT_RATE as usize / 1000);
+        self.preroll.extend(pcm.iter().copied());
+        while self.preroll.len() > keep {
+            self.preroll.pop_front();
+        }
+        if let Some(u) = self.utterances.last_mut().filter(|u| u.timing.is_none()) {
+            u.audio.extend_from_slice(pcm);
+            if let Some(tx) = &u.stt {
+                let _ = tx.send(StreamingRecognizeRequest { request: Some(SttReq::Audio(AudioChunk { pcm: to_bytes(pcm) })) });
+            }
+        }
+        let probs = match self.vad_state.push(pcm) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "voice activity detection failed on a frame");
+                return;
+            }
+        };
+        for p in probs {
+            for ev in self.detector.push(p, now) {
+                self.on_turn_event(ev).await;
+            }
+        }
+    }
+
+    async fn on_turn_event(&mut self, ev: TurnEvent) {
+        match ev {
+            TurnEvent::Onset => {
+                let id = self.next_id();
+                let audio: Vec<i16> = self.preroll.iter().copied().collect();
+                let u = self.open_utterance(id, audio);
+                self.utterances.push(u);
+            }
+            TurnEvent::Interrupting => {
+                if let Some(r) = &self.reply {
+                    if !r.paused() {
+                        // Barge-in: what is queued goes now, the reply waits for the verdict
+                        // (the final transcript: words -> cancel, a backchannel -> resume).
+                        let t = Instant::now();
+                        self.out.flush();
+                        let _ = r.pause.send(true);
+                        self.shared.metrics.barge_in_flush.observe(t.elapsed().as_secs_f64());
+                        let turn = r.turn;
+                        tracing::info!(room = %self.status.room, turn, "barge-in: agent audio flushed, reply paused");
+                        self.set_state("listening", turn, true).await;
+                    }
+                }
+            }
+            TurnEvent::EndOfTurn { last_speech, .. } => {
+                let now = Instant::now();
+                let Some(u) = self.utterances.last_mut().filter(|u| u.timing.is_none()) else { return };
+                u.timing = Some(TurnTiming { last_speech: Some(last_speech), end_of_turn: Some(now), ..Default::default() });
+                let streaming = u
+                    .stt
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(StreamingRecognizeRequest { request: Some(SttReq::EndOfUtterance(EndOfUtterance {})) }).is_ok());
+                if !streaming {
+                    let id = u.id;
+                    self.transcribe_unary(id);
+                }
+            }
+            TurnEvent::Discarded { .. } => {
+                if let Some(pos) = self.utterances.iter().rposition(|u| u.timing.is_none()) {
+                    let u = self.utterances.remove(pos);
+                    u.task.abort();
+                }
+            }
+        }
+    }
+
+    fn open_utterance(&self, id: u64, preroll: Vec<i16>) -> Utterance {
+        let s = &self.shared.backends.settings;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = StreamingConfig {
+            model: s.stt_model.clone(),
+            language: s.language.clone(),
+            sample_rate: INPUT_RATE,
+            interim_results: s.partial_interval_ms > 0,
+            partial_interval_ms: s.partial_interval_ms,
+            ..Default::default()
+        };
+        let _ = tx.send(StreamingRecognizeRequest { request: Some(SttReq::Config(config)) });
+        let _ = tx.send(StreamingRecognizeRequest { request: Some(SttReq::Audio(AudioChunk { pcm: to_bytes(&preroll) })) });
+        let mut client = self.shared.backends.stt.clone();
+        let report = self.tx.clone();
+        let task = tokio::spawn(async move {
+            let failed = |error: String| Internal::SttStreamFailed { utterance: id, error };
+            let mut stream = match client.streaming_recognize(UnboundedReceiverStream::new(rx)).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    let _ = report.send(failed(e.message().to_string()));
+                    return;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) if r.is_final => {
+                        let _ = report.send(Internal::SttFinal { utterance: id, text: r.text.trim().to_string() });
+                        return;
+                    }
+                    Ok(Some(r)) => {
+                        let _ = report.send(Internal::SttPartial { utterance: id, text: r.text.trim().to_string() });
+                    }
+                    Ok(None) => {
+                        let _ = report.send(failed("the stream ended without a final transcript".into()));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = report.send(failed(e.message().to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        Utterance { id, audio: preroll, stt: Some(tx), task, timing: None }
+    }
+
+    /// The fallback when streaming failed: the whole utterance in one call, with retries.
+    fn transcribe_unary(&mut self, id: u64) {
+        let Some(u) = self.utterances.iter_mut().find(|u| u.id == id) else { return };
+        let b = self.shared.backends.clone();
+        let samples: Vec<f32> = u.audio.iter().map(|&s| s as f32 / 32768.0).collect();
+        let wav = voice_runtime::audio::encode_wav(&samples, INPUT_RATE, 1, false);
+        let report = self.tx.clone();
+        u.task = tokio::spawn(async move {
+            let s = &b.settings;
+            let res = retry("voice-stt", s.retries, || {
+                let mut c = b.stt.clone();
+                let mut req = tonic::Request::new(TranscribeRequest {
+                    audio: wav.clone(),
+                    model: s.stt_model.clone(),
+                    language: s.language.clone(),
+                    ..Default::default()
+                });
+                req.set_timeout(s.call_timeout);
+                async move { c.transcribe(req).await }
+            })
+            .await;
+            let _ = report.send(match res {
+                Ok(r) => Internal::SttFinal { utterance: id, text: r.into_inner().text.trim().to_string() },
+                Err(e) => Internal::SttFailed { utterance: id, error: e.message().to_string() },
+            });
+        });
+    }
+
+    async fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::SttPartial { utterance, text } => {
+                if !text.is_empty() {
+                    self.send(TOPIC_TRANSCRIPT, json!({"turn": utterance, "role": "user", "text": text, "final": false})).await;
+                }
+            }
+            Internal::SttStreamFailed { utterance, error } => {
+                tracing::warn!(utterance, error = %error, "streaming speech-to-text failed; will transcribe the utterance in one call");
+                let Some(u) = self.utterances.iter_mut().find(|u| u.id == utterance) else { return };
+                u.stt = None;
+                if u.timing.is_some() {
+                    self.transcribe_unary(utterance);
+                }
+            }
+            Internal::SttFailed { utterance, error } => {
+                self.shared.metrics.backend_errors.with_label_values(&["stt"]).inc();
+                tracing::error!(utterance, error = %error, "speech-to-text unavailable");
+                let Some(pos) = self.utterances.iter().position(|u| u.id == utterance) else { return };
+                let u = self.utterances.remove(pos);
+                self.shared.metrics.turns.with_label_values(&["failed"]).inc();
+                if let Some(r) = self.reply.take() {
+                    self.stop_reply(r, true).await;
+                }
+                self.start_reply(utterance, String::new(), ReplySource::Fixed(SORRY_STT.into()), u.timing.unwrap_or_default()).await;
+            }
+            Internal::SttFinal { utterance, text } => self.on_final(utterance, text).await,
+            Internal::FirstAudio { turn } => {
+                if let Some(r) = self.reply.as_mut().filter(|r| r.turn == turn) {
+                    r.speaking = true;
+                    if !r.paused() {
+                        self.set_state("speaking", turn, false).await;
+                    }
+                }
+            }
+            Internal::Sentence { turn, text } => {
+                self.send(TOPIC_TRANSCRIPT, json!({"turn": turn, "role": "agent", "text": text, "final": false})).await;
+            }
+            Internal::ReplyDone { turn, error } => {
+                if let Some(r) = self.reply.take_if(|r| r.turn == turn) {
+                    if let Some(e) = &error {
+                        tracing::error!(turn, error = %e, "reply failed");
+                    }
+                    self.finish_reply(r, false, error.is_some()).await;
+                }
+            }
+        }
+    }
+
+    async fn on_final(&mut self, utterance: u64, text: String) {
+        let Some(pos) = self.utterances.iter().position(|u| u.id == utterance) else { return };
+        if self.utterances[pos].timing.is_none() {
+            // A final before our end of turn (the server's own limit): wait for ours.
+            return;
+        }
+        let mut u = self.utterances.remove(pos);
+        let mut timing = u.timing.take().unwrap_or_default();
+        timing.transcript = Some(Instant::now());
+        self.status.turns.fetch_add(1, Ordering::Relaxed);
+        let backchannel = is_backchannel(&text);
+        self.send(TOPIC_TRANSCRIPT, json!({"turn": utterance, "role": "user", "text": text, "final": true})).await;
+
+        if let Some(r) = &self.reply {
+            if backchannel {
+                // "mhm" while the agent talks: a false interruption. Go on where it stopped.
+                if r.paused() {
+                    let _ = r.pause.send(false);
+                    self.shared.metrics.interruptions.with_label_values(&["false"]).inc();
+                    let turn = r.turn;
+                    let speaking = r.speaking;
+                    tracing::info!(room = %self.status.room, turn, heard = %text, "false interruption: resuming");
+                    self.set_state(if speaking { "speaking" } else { "thinking" }, turn, false).await;
+                }
+                self.shared.metrics.turns.with_label_values(&["backchannel"]).inc();
+                return;
+            }
+            let r = self.reply.take().expect("checked above");
+            self.shared.metrics.interruptions.with_label_values(&["true"]).inc();
+            self.stop_reply(r, true).await;
+        } else if backchannel && text.chars().all(|c| !c.is_alphanumeric()) {
+            self.shared.metrics.turns.with_label_values(&["empty"]).inc();
+            self.set_state("listening", utterance, false).await;
+            return;
+        }
+        self.shared.metrics.turns.with_label_values(&["answered"]).inc();
+        let messages = self.memory.messages(&text);
+        self.start_reply(utterance, text, ReplySource::Llm(messages), timing).await;
+    }
+
+    /// Stop a reply the user talked over: its audio, its LLM and TTS streams; remember what was said.
+    async fn stop_reply(&mut self, r: Reply, interrupted: bool) {
+        r.task.abort();
+        self.out.flush();
+        self.finish_reply(r, interrupted, false).await;
+    }
+
+    async fn finish_reply(&mut self, r: Reply, interrupted: bool, failed: bool) {
+        let full = r.full_text();
+        let said = if interrupted { r.spoken_text() } else { full.clone() };
+        if !r.user_text.is_empty() {
+            self.memory.push(&r.user_text, &said);
+        }
+        self.send(TOPIC_TRANSCRIPT, json!({"turn": r.turn, "role": "agent", "text": said, "final": true, "interrupted": interrupted})).await;
+        let timing = r.timing.lock().unwrap().clone();
+        let report = timing.report(r.turn, interrupted);
+        if let Some(rep) = &report {
+            self.shared.metrics.observe(rep);
+            self.send(TOPIC_METRICS, serde_json::to_value(rep).unwrap_or_default()).await;
+            tracing::info!(
+                room = %self.status.room,
+                turn = rep.turn,
+                end_of_utterance_ms = rep.end_of_utterance_ms,
+                stt_final_ms = rep.stt_final_ms,
+                rag_ms = rep.rag_ms,
+                llm_ttft_ms = rep.llm_ttft_ms,
+                first_sentence_ms = rep.first_sentence_ms,
+                tts_ttfa_ms = rep.tts_ttfa_ms,
+                publish_ms = rep.publish_ms,
+                voice_to_voice_ms = rep.voice_to_voice_ms,
+                interrupted,
+                failed,
+                user = %r.user_text,
+                agent = %said,
+                "turn"
+            );
+        } else {
+            tracing::info!(room = %self.status.room, turn = r.turn, interrupted, failed, user = %r.user_text, agent = %said, "turn (no audio published)");
+        }
+        if !interrupted {
+            self.set_state("listening", r.turn, false).await;
+        }
+    }
+
+    async fn start_reply(&mut self, turn: u64, user_text: String, source: ReplySource, timing: TurnTiming) {
+        self.set_state("thinking", turn, false).await;
+        let (pause, pause_rx) = watch::channel(false);
+        let timing = Arc::new(Mutex::new(timing));
+        let sentences = Arc::new(Mutex::new(Vec::new()));
+        let spoken = Arc::new(AtomicUsize::new(0));
+        let job = ReplyJob {
+            turn,
+            user_text: user_text.clone(),
+            source,
+            shared: self.shared.clone(),
+            out: self.out.clone(),
+            report: self.tx.clone(),
+            pause: pause_rx,
+            timing: timing.clone(),
+            sentences: sentences.clone(),
+            spoken: spoken.clone(),
+        };
+        let task = tokio::spawn(job.run());
+        self.reply = Some(Reply { turn, user_text, pause, task, timing, sentences, spoken, speaking: false });
+    }
+}
+
+fn to_bytes(pcm: &[i16]) -> Vec<u8> {
+    pcm.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// Wait while the reply is paused (barge-in pending).
+async fn unpaused(rx: &mut watch::Receiver<bool>) {
+    while *rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            // The loop dropped the reply: wait to be aborted.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// One reply: retrieval, generation, synthesis and playout as three concurrent stages.
+struct ReplyJob {
+    turn: u64,
+    user_text: String,
+    source: ReplySource,
+    shared: Shared,
+    out: Arc<dyn AgentOutput>,
+    report: mpsc::UnboundedSender<Internal>,
+    pause: watch::Receiver<bool>,
+    timing: Arc<Mutex<TurnTiming>>,
+    sentences: Arc<Mutex<Vec<String>>>,
+    spoken: Arc<AtomicUsize>,
+}
+
+impl ReplyJob {
+    fn mark(&self, f: impl FnOnce(&mut TurnTiming) -> &mut Option<Instant>) {
+        let mut t = self.timing.lock().unwrap();
+        let slot = f(&mut t);
+        if slot.is_none() {
+            *slot = Some(Instant::now());
+        }
+    }
+
+    async fn run(self) {
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel::<(usize, String)>();
+        let (frames_tx, frames_rx) = mpsc::unbounded_channel::<(usize, Vec<i16>)>();
+        let job = Arc::new(self);
+        let (text_res, tts_res, play_res) =
+            tokio::join!(job.clone().text(sent_tx), job.clone().speech(sent_rx, frames_tx), job.clone().playout(frames_rx));
+        let error = [text_res.err(), tts_res.err(), play_res.err()].into_iter().flatten().next();
+        let _ = job.report.send(Internal::ReplyDone { turn: job.turn, error });
+    }
+
+    /// Stage 1: the text, sentence by sentence.
+    async fn text(self: Arc<Self>, sent_tx: mpsc::UnboundedSender<(usize, String)>) -> Result<(), String> {
+        let push = |s: String| {
+            let mut all = self.sentences.lock().unwrap();
+            all.push(s.clone());
+            let _ = sent_tx.send((all.len() - 1, s));
+        };
+        let messages = match &self.source {
+            ReplySource::Fixed(text) => {
+                self.mark(|t| &mut t.transcript);
+                self.mark(|t| &mut t.context);
+                self.mark(|t| &mut t.first_token);
+                self.mark(|t| &mut t.first_sentence);
+                push(text.clone());
+                return Ok(());
+            }
+            ReplySource::Llm(m) => m.clone(),
+        };
+        let b = &self.shared.backends;
+        let mut pause = self.pause.clone();
+        // Retrieval: failure is not fatal, the answer goes on without passages.
+        let messages = match b.context(&self.user_text).await {
+            Ok(Some(ctx)) => with_context(messages, &ctx),
+            Ok(None) => messages,
+            Err(e) => {
+                self.shared.metrics.backend_errors.with_label_values(&["embed"]).inc();
+                tracing::warn!(error = %e.message(), "retrieval failed; answering without context");
+                messages
+            }
+        };
+        self.mark(|t| &mut t.context);
+        let mut stream = match b.generate(messages).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.metrics.backend_errors.with_label_values(&["llm"]).inc();
+                self.mark(|t| &mut t.first_token);
+                self.mark(|t| &mut t.first_sentence);
+                push(SORRY_LLM.into());
+                return Err(format!("voice-llm: {}", e.message()));
+            }
+        };
+        let mut splitter = SentenceSplitter::new(self.shared.config.first_clause_words);
+        loop {
+            unpaused(&mut pause).await;
+            match stream.message().await {
+                Ok(Some(r)) => {
+                    if !r.text.is_empty() {
+                        self.mark(|t| &mut t.first_token);
+                    }
+                    for s in splitter.push(&r.text) {
+                        self.mark(|t| &mut t.first_sentence);
+                        push(s);
+                    }
+                    if r.done {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.shared.metrics.backend_errors.with_label_values(&["llm"]).inc();
+                    if self.sentences.lock().unwrap().is_empty() {
+                        self.mark(|t| &mut t.first_token);
+                        self.mark(|t| &mut t.first_sentence);
+                        push(SORRY_LLM.into());
+                    }
+                    return Err(format!("voice-llm stream: {}", e.message()));
+                }
+            }
+        }
+        if let Some(s) = splitter.finish() {
+            self.mark(|t| &mut t.first_token);
+            self.mark(|t| &mut t.first_sentence);
+            push(s);
+        }
+        Ok(())
+    }
+
+    /// Stage 2: each sentence to audio, 48 kHz 10 ms frames.
+    async fn speech(
+        self: Arc<Self>,
+        mut sent_rx: mpsc::UnboundedReceiver<(usize, String)>,
+        frames_tx: mpsc::UnboundedSender<(usize, Vec<i16>)>,
+    ) -> Result<(), String> {
+        let mut pause = self.pause.clone();
+        let mut failure = None;
+        while let Some((idx, text)) = sent_rx.recv().await {
+            unpaused(&mut pause).await;
+            let mut stream = match self.shared.backends.synthesize(&text).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.shared.metrics.backend_errors.with_label_values(&["tts"]).inc();
+                    failure = Some(format!("voice-tts: {}", e.message()));
+                    continue;
+                }
+            };
+            let mut carry: Vec<i16> = Vec::with_capacity(OUTPUT_FRAME * 2);
+            let mut announced = false;
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) if !chunk.pcm.is_empty() => {
+                        self.mark(|t| &mut t.first_audio);
+                        if !announced {
+                            announced = true;
+                            let _ = self.report.send(Internal::Sentence { turn: self.turn, text: text.clone() });
+                        }
+                        let rate = if chunk.sample_rate == 0 { 24_000 } else { chunk.sample_rate };
+                        let samples: Vec<f32> = chunk.pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
+                        let up = voice_runtime::audio::resample(&samples, rate, OUTPUT_RATE).map_err(|e| format!("resampling TTS audio: {e}"))?;
+                        carry.extend(up.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16));
+                        let whole = carry.len() / OUTPUT_FRAME * OUTPUT_FRAME;
+                        for f in carry[..whole].chunks_exact(OUTPUT_FRAME) {
+                            let _ = frames_tx.send((idx, f.to_vec()));
+                        }
+                        carry.drain(..whole);
+                    }
+                    Ok(Some(chunk)) if chunk.done => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.shared.metrics.backend_errors.with_label_values(&["tts"]).inc();
+                        failure = Some(format!("voice-tts stream: {}", e.message()));
+                        break;
+                    }
+                }
+            }
+            if !carry.is_empty() {
+                carry.resize(OUTPUT_FRAME, 0);
+                let _ = frames_tx.send((idx, carry));
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Stage 3: frames to the room at the transport's pace. On a pause (barge-in) the frames
+    /// the transport had queued were flushed unheard: keep them to play again on resume.
+    async fn playout(self: Arc<Self>, mut frames_rx: mpsc::UnboundedReceiver<(usize, Vec<i16>)>) -> Result<(), String> {
+        let mut pause = self.pause.clone();
+        let mut pending: VecDeque<(usize, Vec<i16>)> = VecDeque::new();
+        let mut recent: VecDeque<(usize, Vec<i16>)> = VecDeque::new();
+        let keep = (self.out.queue_ms() as usize / 10).max(1);
+        let mut first = true;
+        let mut closed = false;
+        loop {
+            if *pause.borrow_and_update() {
+                for f in recent.drain(..).rev() {
+                    pending.push_front(f);
+                }
+                unpaused(&mut pause).await;
+            }
+            let frame = match pending.pop_front() {
+                Some(f) => f,
+                // Everything is queued: the reply is over once the user has heard it (or a
+                // barge-in flushed the tail, which then plays again on resume).
+                None if closed => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(self.out.queue_ms() as u64)) => break,
+                    _ = pause.changed() => continue,
+                },
+                None => tokio::select! {
+                    f = frames_rx.recv() => match f { Some(f) => f, None => { closed = true; continue } },
+                    _ = pause.changed() => continue,
+                },
+            };
+            self.out.push_frame(frame.1.clone()).await.map_err(|e| format!("publishing audio: {e}"))?;
+            if *pause.borrow() {
+                // Paused while we waited for room: this frame went into a flushed queue.
+                self.out.flush();
+            }
+            if first {
+                first = false;
+                self.mark(|t| &mut t.published);
+                let _ = self.report.send(Internal::FirstAudio { turn: self.turn });
+            }
+            self.spoken.fetch_max(frame.0 + 1, Ordering::SeqCst);
+            recent.push_back(frame);
+            if recent.len() > keep {
+                recent.pop_front();
+            }
+        }
+        Ok(())
+    }
+}

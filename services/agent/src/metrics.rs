@@ -1,0 +1,155 @@
+//! Per-turn timing, as data messages, Prometheus histograms and one log line per turn.
+//!
+//! Every stage is the difference of two consecutive instants of the same turn, so the stages add
+//! up exactly to voice-to-voice latency (user stopped speaking -> first agent audio published):
+//!
+//! ```text
+//! last speech ─end_of_utterance─> end of turn ─stt_final─> transcript ─rag─> context
+//!   ─llm_ttft─> first token ─first_sentence─> first sentence ─tts_ttfa─> first audio ─publish─> published
+//! ```
+
+use std::time::Instant;
+
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec};
+use serde::Serialize;
+use voice_runtime::Metrics;
+
+#[derive(Debug, Clone, Default)]
+pub struct TurnTiming {
+    pub last_speech: Option<Instant>,
+    pub end_of_turn: Option<Instant>,
+    pub transcript: Option<Instant>,
+    pub context: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub first_sentence: Option<Instant>,
+    pub first_audio: Option<Instant>,
+    pub published: Option<Instant>,
+}
+
+/// What the frontend shows and the tests add up (milliseconds).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TurnReport {
+    pub turn: u64,
+    pub end_of_utterance_ms: f64,
+    pub stt_final_ms: f64,
+    pub rag_ms: f64,
+    pub llm_ttft_ms: f64,
+    pub first_sentence_ms: f64,
+    pub tts_ttfa_ms: f64,
+    pub publish_ms: f64,
+    pub voice_to_voice_ms: f64,
+    pub interrupted: bool,
+}
+
+impl TurnTiming {
+    /// The report, when the turn got as far as publishing audio. Stages are whole microseconds,
+    /// so their sum is exactly the total.
+    pub fn report(&self, turn: u64, interrupted: bool) -> Option<TurnReport> {
+        let points = [
+            self.last_speech?,
+            self.end_of_turn?,
+            self.transcript?,
+            self.context?,
+            self.first_token?,
+            self.first_sentence?,
+            self.first_audio?,
+            self.published?,
+        ];
+        let us: Vec<u64> = points.windows(2).map(|w| w[1].saturating_duration_since(w[0]).as_micros() as u64).collect();
+        let total: u64 = us.iter().sum();
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some(TurnReport {
+            turn,
+            end_of_utterance_ms: ms(us[0]),
+            stt_final_ms: ms(us[1]),
+            rag_ms: ms(us[2]),
+            llm_ttft_ms: ms(us[3]),
+            first_sentence_ms: ms(us[4]),
+            tts_ttfa_ms: ms(us[5]),
+            publish_ms: ms(us[6]),
+            voice_to_voice_ms: ms(total),
+            interrupted,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AgentMetrics {
+    pub end_of_utterance: Histogram,
+    pub stt_final: Histogram,
+    pub rag: Histogram,
+    pub llm_ttft: Histogram,
+    pub tts_ttfa: Histogram,
+    pub voice_to_voice: Histogram,
+    pub turns: IntCounterVec,
+    pub interruptions: IntCounterVec,
+    pub backend_errors: IntCounterVec,
+    pub conversations: Gauge,
+    pub barge_in_flush: Histogram,
+    pub reconnects: IntCounter,
+}
+
+impl AgentMetrics {
+    pub fn new(m: &Metrics) -> prometheus::Result<Self> {
+        let lat = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
+        let conversations = m.new_gauge("conversations", "Rooms the agent is in now")?;
+        Ok(Self {
+            end_of_utterance: m.new_histogram(
+                "end_of_utterance_seconds",
+                "User stopped speaking -> end of turn decided (the endpointing silence)",
+                &lat,
+            )?,
+            stt_final: m.new_histogram("stt_final_seconds", "End of turn -> final transcript from voice-stt", &lat)?,
+            rag: m.new_histogram("rag_seconds", "Final transcript -> retrieved context from voice-embed", &lat)?,
+            llm_ttft: m.new_histogram("llm_time_to_first_token_seconds", "Request -> first token from voice-llm", &lat)?,
+            tts_ttfa: m.new_histogram("tts_time_to_first_audio_seconds", "First sentence -> its first audio from voice-tts", &lat)?,
+            voice_to_voice: m.new_histogram("voice_to_voice_seconds", "User stopped speaking -> first agent audio published", &lat)?,
+            turns: m.new_counter_vec("turns_total", "User turns by outcome (answered, interrupted, failed, empty)", &["outcome"])?,
+            interruptions: m.new_counter_vec("interruptions_total", "Barge-ins: true (the agent stopped) or false (it resumed)", &["kind"])?,
+            backend_errors: m.new_counter_vec("backend_errors_total", "Failed calls to a backend service after retries", &["backend"])?,
+            conversations,
+            barge_in_flush: m.new_histogram(
+                "barge_in_flush_seconds",
+                "Interruption decided -> queued agent audio flushed",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1],
+            )?,
+            reconnects: m.new_counter("room_reconnects_total", "Times the agent rejoined a room after losing it")?,
+        })
+    }
+
+    pub fn observe(&self, r: &TurnReport) {
+        self.end_of_utterance.observe(r.end_of_utterance_ms / 1e3);
+        self.stt_final.observe(r.stt_final_ms / 1e3);
+        self.rag.observe(r.rag_ms / 1e3);
+        self.llm_ttft.observe(r.llm_ttft_ms / 1e3);
+        self.tts_ttfa.observe(r.tts_ttfa_ms / 1e3);
+        self.voice_to_voice.observe(r.voice_to_voice_ms / 1e3);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stages_add_up_to_voice_to_voice_exactly() {
+        let t0 = Instant::now();
+        let at = |ms: u64, us: u64| Some(t0 + Duration::from_millis(ms) + Duration::from_micros(us));
+        let t = TurnTiming {
+            last_speech: at(0, 0),
+            end_of_turn: at(512, 3),
+            transcript: at(700, 11),
+            context: at(720, 0),
+            first_token: at(900, 7),
+            first_sentence: at(1100, 1),
+            first_audio: at(1500, 999),
+            published: at(1502, 5),
+        };
+        let r = t.report(3, false).unwrap();
+        let sum = r.end_of_utterance_ms + r.stt_final_ms + r.rag_ms + r.llm_ttft_ms + r.first_sentence_ms + r.tts_ttfa_ms + r.publish_ms;
+        assert!((sum - r.voice_to_voice_ms).abs() < 1e-9, "{sum} vs {}", r.voice_to_voice_ms);
+        assert_eq!(r.voice_to_voice_ms, 1502.005);
+        assert_eq!(TurnTiming { published: None, ..t }.report(3, false), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! The audio loop through the in-memory transport, with every model real: voice-stt (Whisper
+//! tiny.en), voice-llm (SmolLM2-135M), voice-tts (Kokoro-82M) as started binaries, Silero VAD in
+//! process. The user is scripted: questions spoken by Kokoro and JFK's inaugural sentence (a real
+//! recording), fed at real time in 20 ms frames; what the agent says is what the in-memory room
+//! played, transcribed again by voice-stt.
+//!
+//! Held: a question gets a spoken answer that contains the answer (and the per-turn metrics add
+//! up); talking over the agent flushes its audio within one 10 ms frame of the decision and the
+//! next question is answered; a backchannel ("yeah, okay") pauses it and it resumes.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use voice_agent::{
+    backends::{BackendUrls, Backends, ReplySettings},
+    conversation::{AgentConfig, Conversation, Shared, Status, TOPIC_METRICS, TOPIC_STATE, TOPIC_TRANSCRIPT},
+    metrics::AgentMetrics,
+    transport::{InMemoryTransport, PlayedFrame, OUTPUT_RATE},
+    vad::Silero,
+};
+use voice_testkit::{client, Service, SharedServer};
+
+static STT: std::sync::OnceLock<&'static SharedServer> = std::sync::OnceLock::new();
+static LLM: std::sync::OnceLock<&'static SharedServer> = std::sync::OnceLock::new();
+static TTS: std::sync::OnceLock<&'static SharedServer> = std::sync::OnceLock::new();
+
+/// A sibling binary of the workspace (built by `cargo build --workspace`, scripts/test.sh).
+fn sibling(name: &str, prefix: &'static str, args: &'static [&'static str]) -> &'static SharedServer {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_voice-agent")).with_file_name(name);
+    assert!(bin.is_file(), "{} is missing: build the workspace first (cargo build --workspace)", bin.display());
+    let bin: &'static str = Box::leak(bin.to_string_lossy().into_owned().into_boxed_str());
+    let svc: &'static Service = Box::leak(Box::new(Service::new(bin, prefix)));
+    svc.shared(args)
+}
+
+fn services() -> (&'static SharedServer, &'static SharedServer, &'static SharedServer) {
+    // Started one after the other: three model loads at once would only slow each other down.
+    let stt = *STT.get_or_init(|| sibling("voice-stt", "VOICE_STT", &["--model", "whisper-tiny.en"]));
+    let llm = *LLM.get_or_init(|| sibling("voice-llm", "VOICE_LLM", &["--model", "smollm2-135m-instruct"]));
+    let tts = *TTS.get_or_init(|| sibling("voice-tts", "VOICE_TTS", &[]));
+    (stt, llm, tts)
+}
+
+fn models_dir() -> std::path::PathBuf {
+    voice_models::Fetcher::new(None).resolve("silero-vad", false, &[]).expect("silero-vad in the model cache (voice-models fetch silero-vad)").dir
+}
+
+/// 16 kHz mono speech of `text` from voice-tts (24 kHz PCM, resampled).
+fn speak(tts: &SharedServer, text: &str, voice: &str) -> Vec<i16> {
+    let r = client()
+        .post(format!("{}/v1/audio/speech", tts.http))
+        .json(&json!({"input": text, "voice": voice, "response_format": "pcm"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let pcm = voice_runtime::audio::s16le_to_f32(&r.bytes().unwrap());
+    to_i16(&voice_runtime::audio::resample(&pcm, 24_000, 16_000).unwrap())
+}
+
+/// The blocking HTTP client (and its runtime) off the async worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn to_i16(x: &[f32]) -> Vec<i16> {
+    x.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16).collect()
+}
+
+fn jfk() -> Vec<i16> {
+    let dir = voice_models::Fetcher::new(None).resolve("jfk-sample", false, &[]).expect("jfk-sample in the model cache").dir;
+    let bytes = std::fs::read(dir.join("jfk.wav")).unwrap();
+    to_i16(&voice_runtime::audio::decode_to_rate(&bytes, 16_000, 60.0).unwrap().samples)
+}
+
+/// What the user heard, transcribed by voice-stt.
+fn transcribe(stt: &SharedServer, frames: &[PlayedFrame]) -> String {
+    let samples: Vec<f32> = frames.iter().flat_map(|f| f.samples.iter().map(|&s| s as f32 / 32768.0)).collect();
+    let wav = voice_runtime::audio::encode_wav(&samples, OUTPUT_RATE, 1, false);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("model", "whisper-1")
+        .part("file", reqwest::blocking::multipart::Part::bytes(wav).file_name("heard.wav"));
+    let r = client().post(format!("{}/v1/audio/transcriptions", stt.http)).multipart(form).send().unwrap();
+    let v: Value = r.json().unwrap();
+    v["text"].as_str().unwrap_or_default().to_lowercase()
+}
+
+struct Harness {
+    room: InMemoryTransport,
+    stt: &'static SharedServer,
+    tts: &'static SharedServer,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// One conversation at a time: they share the three services and two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start(config: AgentConfig) -> Harness {
+    let (stt, llm, tts) = tokio::task::spawn_blocking(services).await.unwrap();
+    let settings = ReplySettings {
+        llm_model: String::new(),
+        max_tokens: 60,
+        temperature: 0.0,
+        seed: Some(0),
+        voice: "af_heart".into(),
+        speed: 1.0,
+        stt_model: String::new(),
+        language: "en".into(),
+        partial_interval_ms: 1000,
+        collection: String::new(),
+        context_tokens: 200,
+        call_timeout: Duration::from_secs(30),
+        retries: 2,
+    };
+    let urls = BackendUrls { stt: stt.grpc.clone(), llm: llm.grpc.clone(), embed: "http://127.0.0.1:1".into(), tts: tts.grpc.clone() };
+    let backends = Backends::new(&urls, None, settings).unwrap();
+    let vad = Silero::load(&models_dir().join("silero_vad_16k.safetensors")).unwrap();
+    let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_test").unwrap()).unwrap();
+    let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
+    // 100 ms of playout queue, like the LiveKit transport's audio source.
+    let (room, events) = InMemoryTransport::new(100);
+    let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("test"));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(conversation.run(events, cancel.clone()));
+    Harness { room, stt, tts, task, cancel }
+}
+
+fn messages(room: &InMemoryTransport, topic: &str) -> Vec<(Instant, Value)> {
+    room.data().into_iter().filter(|m| m.topic == topic).map(|m| (m.at, serde_json::from_slice(&m.payload).unwrap())).collect()
+}
+
+/// Wait until `pred` holds over the room's data messages.
+async fn wait_for(room: &InMemoryTransport, what: &str, limit: Duration, pred: impl Fn(&InMemoryTransport) -> bool) {
+    let start = Instant::now();
+    while !pred(room) {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; messages: {:#?}",
+            room.data().iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn final_agent(room: &InMemoryTransport, turn_after: u64) -> Option<Value> {
+    messages(room, TOPIC_TRANSCRIPT)
+        .into_iter()
+        .map(|(_, v)| v)
+        .find(|v| v["role"] == "agent" && v["final"] == true && v["turn"].as_u64().unwrap_or(0) > turn_after)
+}
+
+fn non_silent(frames: &[PlayedFrame]) -> usize {
+    frames.iter().filter(|f| f.samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.samples.len() as f64 > 100.0 * 100.0).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
+    let _serial = SERIAL.lock().await;
+    let h = start(AgentConfig::default()).await;
+    let question = blocking(|| speak(h.tts, "What is the capital of France?", "am_adam"));
+    h.room.silence(Duration::from_millis(300)).await.unwrap();
+    let asked = Instant::now();
+    h.room.say(&question).await.unwrap();
+    h.room.silence(Duration::from_millis(800)).await.unwrap();
+    wait_for(&h.room, "the agent's answer", Duration::from_secs(90), |r| final_agent(r, 0).is_some()).await;
+    // Let the tail play out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let transcripts = messages(&h.room, TOPIC_TRANSCRIPT);
+    let user = transcripts.iter().map(|(_, v)| v).find(|v| v["role"] == "user" && v["final"] == true).expect("a final user transcript");
+    let said = user["text"].as_str().unwrap().to_lowercase();
+    assert!(said.contains("capital") && said.contains("france"), "user transcript: {said}");
+    let answer = final_agent(&h.room, 0).unwrap();
+    let answer_text = answer["text"].as_str().unwrap().to_lowercase();
+    assert!(answer_text.contains("paris"), "agent said: {answer_text}");
+    assert_eq!(answer["interrupted"], false);
+
+    // The user heard it: the room played the answer, and it transcribes back to it.
+    let played: Vec<PlayedFrame> = h.room.played().into_iter().filter(|f| f.at > asked).collect();
+    assert!(non_silent(&played) > 50, "only {} non-silent frames played", non_silent(&played));
+    let heard = blocking(|| transcribe(h.stt, &played));
+    assert!(heard.contains("paris"), "heard: {heard}");
+
+    // States in order, and the metrics add up.
+    let states: Vec<String> = messages(&h.room, TOPIC_STATE).iter().map(|(_, v)| v["state"].as_str().unwrap().to_string()).collect();
+    let pos = |s: &str| states.iter().position(|x| x == s).unwrap_or_else(|| panic!("no {s} in {states:?}"));
+    assert!(pos("thinking") < pos("speaking") && states.last().unwrap() == "listening", "{states:?}");
+    let (_, m) = messages(&h.room, TOPIC_METRICS).pop().expect("a metrics message");
+    let stages = ["end_of_utterance_ms", "stt_final_ms", "rag_ms", "llm_ttft_ms", "first_sentence_ms", "tts_ttfa_ms", "publish_ms"];
+    let sum: f64 = stages.iter().map(|k| m[k].as_f64().unwrap()).sum();
+    let total = m["voice_to_voice_ms"].as_f64().unwrap();
+    assert!((sum - total).abs() < 0.01, "{m}");
+    // The endpointing silence is the configured 500 ms, within one VAD window and a frame.
+    let eou = m["end_of_utterance_ms"].as_f64().unwrap();
+    assert!((450.0..600.0).contains(&eou), "{m}");
+    println!("answer: {answer_text:?}; heard: {heard:?}; metrics: {m}");
+    h.cancel.cancel();
+    h.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_flushes_within_a_frame_and_a_backchannel_resumes() {
+    let _serial = SERIAL.lock().await;
+    let h = start(AgentConfig::default()).await;
+    let story = blocking(|| speak(h.tts, "Please tell me a long story about a brave little dragon.", "am_adam"));
+    let mhm = blocking(|| speak(h.tts, "Yeah, okay.", "af_bella"));
+    let interruption = jfk();
+
+    // 1. A long answer starts; a backchannel pauses it, then it resumes.
+    h.room.say(&story).await.unwrap();
+    h.room.silence(Duration::from_millis(600)).await.unwrap();
+    wait_for(&h.room, "the agent to speak", Duration::from_secs(90), |r| messages(r, TOPIC_STATE).iter().any(|(_, v)| v["state"] == "speaking"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    h.room.say(&mhm).await.unwrap();
+    h.room.silence(Duration::from_millis(700)).await.unwrap();
+    wait_for(&h.room, "the false interruption to resume", Duration::from_secs(30), |r| {
+        let st = messages(r, TOPIC_STATE);
+        let paused = st.iter().position(|(_, v)| v["interrupted"] == true);
+        paused.is_some_and(|p| st[p..].iter().any(|(_, v)| v["state"] == "speaking"))
+    })
+    .await;
+    let resumed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_resume = h.room.played().into_iter().filter(|f| f.at > resumed_at).collect::<Vec<_>>();
+    assert!(non_silent(&after_resume) > 20, "the agent did not go on after the backchannel");
+    assert!(
+        final_agent(&h.room, 0).is_none(),
+        "the backchannel ended the reply: {:#?}",
+        h.room.data().iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect::<Vec<_>>()
+    );
+
+    // 2. Real speech over the agent: it stops within one frame of the decision.
+    let flushes_before = h.room.flushes().len();
+    h.room.say(&interruption).await.unwrap();
+    h.room.silence(Duration::from_millis(700)).await.unwrap();
+    wait_for(&h.room, "the interrupted reply to end", Duration::from_secs(60), |r| final_agent(r, 0).is_some()).await;
+    let flushes = h.room.flushes();
+    assert!(flushes.len() > flushes_before, "no flush on barge-in");
+    let flush = flushes[flushes_before];
+    let stopped = final_agent(&h.room, 0).unwrap();
+    assert_eq!(stopped["interrupted"], true, "{stopped}");
+    // Nothing of the old reply plays after the flush: the next frames are the next answer's,
+    // after it started thinking about the new question.
+    let new_thinking = messages(&h.room, TOPIC_STATE).into_iter().filter(|(at, v)| *at > flush && v["state"] == "thinking").map(|(at, _)| at).next();
+    let leaked: Vec<_> =
+        h.room.played().into_iter().filter(|f| f.at > flush + Duration::from_millis(10) && new_thinking.is_none_or(|t| f.at < t)).collect();
+    assert!(non_silent(&leaked) == 0, "{} frames of the interrupted reply played after the flush", non_silent(&leaked));
+
+    // 3. The interruption was heard and answered.
+    wait_for(&h.room, "the answer to the interruption", Duration::from_secs(90), |r| {
+        messages(r, TOPIC_TRANSCRIPT).iter().filter(|(_, v)| v["role"] == "agent" && v["final"] == true).count() >= 2
+    })
+    .await;
+    let users: Vec<String> = messages(&h.room, TOPIC_TRANSCRIPT)
+        .iter()
+        .filter(|(_, v)| v["role"] == "user" && v["final"] == true)
+        .map(|(_, v)| v["text"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(users.iter().any(|u| u.contains("country")), "{users:?}");
+    h.cancel.cancel();
+    h.task.await.unwrap().unwrap();
+}
