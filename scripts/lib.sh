@@ -10,8 +10,9 @@ export VOICE_MODELS_DIR="${VOICE_MODELS_DIR:-$CACHE_ROOT/models}"
 
 # Debian packages: test speech (pocketsphinx-testdata), encoders for the codec tests, and
 # OpenBLAS, which voice-kernels loads at run time for fast CPU matmuls.
-# espeak-ng: voice-g2p reads out-of-lexicon words through it.
-DEBIAN_PACKAGES=(pocketsphinx-testdata flac lame vorbis-tools libopenblas0-pthread espeak-ng)
+# espeak-ng: voice-g2p reads out-of-lexicon words through it. chromium + nodejs/npm: the
+# frontend build and the browser end-to-end test.
+DEBIAN_PACKAGES=(pocketsphinx-testdata flac lame vorbis-tools libopenblas0-pthread espeak-ng chromium)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -8,6 +8,7 @@ cd "$REPO_ROOT"
 
 ensure_rust
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
+command -v npm >/dev/null || ensure_debian_packages nodejs npm
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
@@ -29,6 +30,12 @@ cargo test --workspace --locked "$@"
 log "Python client tests (official openai client)"
 ensure_venv "$CACHE_ROOT/venv-tests" tests/python/requirements.txt
 VOICE_BIN_DIR="$CARGO_TARGET_DIR/debug" "$CACHE_ROOT/venv-tests/bin/python" -m pytest -q tests/python
+
+log "frontend smoke test and the whole stack end to end in headless Chromium (tests/e2e)"
+"$REPO_ROOT/scripts/build-frontend.sh"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+node tests/e2e/frontend_smoke.mjs > /dev/null
+E2E_BIN_DIR="$CARGO_TARGET_DIR/debug" tests/e2e/stack_e2e.sh
 
 log "Kubernetes manifests, scripts and images (deploy/validate.sh)"; "$REPO_ROOT/deploy/validate.sh"
 log "all tests passed"

@@ -54,6 +54,10 @@ Options (env var in brackets):
   --after-interrupt-ms N                            barge-in: keep recording after it, default 3000
   --silence-threshold X                             remote RMS below = silent, default 0.01 (-40 dBFS)
   --hold-ms N                                       silence must last this long, default 150
+  --audible-ms N                                    barge-in: the agent must be audible within N ms
+                                                    before the interrupt message, default 2000;
+                                                    when it was not, exit 3 (inconclusive: retry
+                                                    with another timing)
   --max-stop-ms N                                   barge-in: assert (a) <= N, default 300
   --onset-threshold X                               local mic RMS onset, default 0.02
   --onset-gap-ms N                                  quiet needed before an onset, default 300
@@ -93,6 +97,7 @@ function options() {
         'after-interrupt-ms': { type: 'string', default: '3000' },
         'silence-threshold': { type: 'string', default: '0.01' },
         'hold-ms': { type: 'string', default: '150' },
+        'audible-ms': { type: 'string', default: '2000' },
         'max-stop-ms': { type: 'string', default: '300' },
         'onset-threshold': { type: 'string', default: '0.02' },
         'onset-gap-ms': { type: 'string', default: '300' },
@@ -137,6 +142,7 @@ function options() {
     afterInterruptMs: num('after-interrupt-ms'),
     silenceThreshold: num('silence-threshold'),
     holdMs: num('hold-ms'),
+    audibleMs: num('audible-ms'),
     maxStopMs: num('max-stop-ms'),
     onsetThreshold: num('onset-threshold'),
     onsetGapMs: num('onset-gap-ms'),
@@ -517,16 +523,21 @@ async function analyse(o, run, failures) {
       const sil = findFinalSilence(remote, tInt, Math.min(until, remote[remote.length - 1]?.t ?? until), {
         threshold: o.silenceThreshold,
         holdMs: o.holdMs,
+        lookbackMs: o.audibleMs,
       });
       if (!sil) {
-        failures.push('barge-in: no agent audio at all in the 2 s before the interruption or after it: was the agent speaking?');
+        failures.push(`barge-in: no agent audio at all in the ${o.audibleMs} ms before the interruption or after it: was the agent speaking?`);
+        b.inconclusive = true;
       } else {
         b.silence_at_ms = rel(sil.silenceAt);
         b.quiet_observed_ms = Math.round(sil.observedQuietMs);
         // (a) interrupt message received -> agent audio silent
         b.stop_latency_ms = Math.round(sil.silenceAt - tInt);
         b.agent_audible_before_interrupt = sil.loudBeforeRef;
-        if (!sil.loudBeforeRef) failures.push('barge-in: the agent was not audible in the 2 s before the interrupt message');
+        if (!sil.loudBeforeRef) {
+          failures.push(`barge-in: the agent was not audible in the ${o.audibleMs} ms before the interrupt message`);
+          b.inconclusive = true;
+        }
         if (!sil.held) failures.push(`barge-in: agent audio did not stay quiet for ${o.holdMs} ms after the interruption (only ${Math.round(sil.observedQuietMs)} ms observed)`);
         if (b.stop_latency_ms > o.maxStopMs) {
           failures.push(`barge-in: agent audio kept playing ${b.stop_latency_ms} ms after the interrupt message (limit ${o.maxStopMs} ms)`);
@@ -579,6 +590,8 @@ if (o.artifacts) fs.writeFileSync(path.join(o.artifacts, 'summary.json'), out);
 console.log(out);
 if (!summary.ok) {
   process.stderr.write(`\nFAILED (${o.mode}):\n${summary.failures.map((f) => `  - ${f}`).join('\n')}\n`);
-  process.exit(1);
+  // The interruption fell where the agent was silent (a pause between sentences): the timing of
+  // the scripted microphone missed, not the agent. The harness retries with another gap.
+  process.exit(summary.barge_in?.inconclusive && summary.failures.every((f) => f.includes('audible') || f.includes('no agent audio') || f.includes('is silent')) ? 3 : 1);
 }
 process.stderr.write(`\nPASSED (${o.mode})\n`);

@@ -73,7 +73,7 @@ impl Default for AgentConfig {
             system_prompt: "You are a helpful voice assistant. Answer in one or two short spoken sentences, in plain text without lists or markdown."
                 .into(),
             memory_tokens: 1024,
-            first_clause_words: 6,
+            first_clause_words: 4,
             preroll: Duration::from_millis(300),
             greeting: String::new(),
         }

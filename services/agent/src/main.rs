@@ -153,7 +153,7 @@ struct AgentArgs {
     #[arg(long, default_value_t = 0.5)]
     vad_threshold: f32,
     /// Words before the first reply piece may end at a comma (0: whole sentences only).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 4)]
     first_clause_words: usize,
 
     /// Port of the web frontend and its token endpoint (0: no frontend).
