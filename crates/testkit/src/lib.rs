@@ -47,7 +47,12 @@ impl Service {
     /// Start the binary with `args` (plus `--device cpu` unless a device is given) and `envs`,
     /// and wait until it is ready.
     pub fn start(&self, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let (hp, gp) = (free_port(), free_port());
+        self.start_on(free_port(), free_port(), args, envs)
+    }
+
+    /// [`start`](Self::start) on given ports: a restart test brings a service back where its
+    /// clients expect it.
+    pub fn start_on(&self, hp: u16, gp: u16, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let name = self.name().to_string();
         let log = std::env::temp_dir().join(format!("{name}-test-{hp}.log"));
         let out = std::fs::File::create(&log).unwrap();

@@ -174,8 +174,10 @@ impl Supervisor {
     async fn run(self, mut room: Arc<Room>, mut events: mpsc::UnboundedReceiver<RoomEvent>) {
         let mut users: Vec<String> = Vec::new();
         let mut mic: Option<tokio::task::JoinHandle<()>> = None;
-        let empty_since = Instant::now();
+        let mut empty_since = Instant::now();
         let mut ever_joined = false;
+        // While the core reconnects, the participants it drops are not users leaving.
+        let mut reconnecting = false;
         loop {
             let ev = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -193,6 +195,7 @@ impl Supervisor {
                 match self.rejoin().await {
                     Some((r, e)) => {
                         (room, events) = (r, e);
+                        (users, ever_joined, empty_since, reconnecting) = (Vec::new(), false, Instant::now(), false);
                         continue;
                     }
                     None => break,
@@ -208,7 +211,7 @@ impl Supervisor {
                 }
                 RoomEvent::ParticipantDisconnected { identity, .. } => {
                     users.retain(|u| *u != identity);
-                    if users.is_empty() && ever_joined {
+                    if users.is_empty() && ever_joined && !reconnecting {
                         let _ = self.tx.send(TransportEvent::UserLeft(identity)).await;
                         break;
                     }
@@ -233,15 +236,29 @@ impl Supervisor {
                         Err(e) => tracing::error!(room = %self.room_name, error = %format!("{e:#}"), "could not subscribe to the user's audio"),
                     }
                 }
-                RoomEvent::Reconnecting => tracing::warn!(room = %self.room_name, "connection to LiveKit interrupted; the core is reconnecting"),
-                RoomEvent::Reconnected => tracing::info!(room = %self.room_name, "reconnected to LiveKit"),
+                RoomEvent::Reconnecting => {
+                    reconnecting = true;
+                    tracing::warn!(room = %self.room_name, "connection to LiveKit interrupted; the core is reconnecting");
+                }
+                RoomEvent::Reconnected => {
+                    reconnecting = false;
+                    tracing::info!(room = %self.room_name, "reconnected to LiveKit");
+                    if users.is_empty() && ever_joined {
+                        // Everyone left while we were away.
+                        (ever_joined, empty_since) = (false, Instant::now());
+                    }
+                }
                 RoomEvent::Disconnected { reason } => {
                     tracing::warn!(room = %self.room_name, ?reason, "disconnected from the room");
                     if let Some(m) = mic.take() {
                         m.abort();
                     }
                     match self.rejoin().await {
-                        Some((r, e)) => (room, events) = (r, e),
+                        Some((r, e)) => {
+                            (room, events) = (r, e);
+                            // Who is there is announced again; wait for the user as on a first join.
+                            (users, ever_joined, empty_since, reconnecting) = (Vec::new(), false, Instant::now(), false);
+                        }
                         None => break,
                     }
                 }

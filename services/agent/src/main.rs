@@ -224,6 +224,7 @@ async fn main() -> Result<()> {
         ..AgentConfig::default()
     });
     let metrics = AgentMetrics::new(&ctx.metrics)?;
+    let reconnects = metrics.reconnects.clone();
 
     let dispatcher: Arc<OnceLock<Arc<Dispatcher>>> = Arc::new(OnceLock::new());
     let token_service = TokenService {
@@ -249,7 +250,6 @@ async fn main() -> Result<()> {
     }
 
     // Load the VAD and LiveKit's core off the async threads; then the agent can take rooms.
-    let loader_ctx = ctx.clone();
     let cell = dispatcher.clone();
     let ffi_path = args.livekit_ffi.clone();
     let (url, max_rooms, shutdown) = (args.livekit_url.clone(), args.max_rooms, ctx.shutdown.clone());
@@ -267,10 +267,9 @@ async fn main() -> Result<()> {
                 fetcher.resolve("livekit-ffi", fetch, &[]).context("resolving LiveKit's native core `livekit-ffi`")?.dir.join("liblivekit_ffi.so")
             }
         };
-        let joiner = LiveKitJoiner::new(&ffi_path, url, keys)?;
+        let joiner = LiveKitJoiner::new(&ffi_path, url, keys)?.with_reconnect_counter(reconnects);
         let shared = Shared { backends, vad: Arc::new(vad), metrics, config };
         let _ = cell.set(Dispatcher::new(shared, Arc::new(joiner), max_rooms, shutdown));
-        let _ = &loader_ctx;
         Ok((model.clone(), ()))
     });
 

@@ -118,6 +118,35 @@ impl InMemoryTransport {
         self.say(&vec![0i16; (d.as_millis() as usize) * 16]).await
     }
 
+    /// A live microphone: 20 ms frames at real time, silence unless [`Microphone::say`] queued
+    /// speech, until dropped. What a benchmark needs to hold many turns without scripting every
+    /// silence.
+    pub fn microphone(&self) -> Microphone {
+        let queue: Arc<Mutex<VecDeque<i16>>> = Arc::default();
+        let drained = Arc::new(Notify::new());
+        let (q, d, events) = (queue.clone(), drained.clone(), self.events.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                let frame: Vec<i16> = {
+                    let mut q = q.lock().unwrap();
+                    let n = q.len().min(320);
+                    let mut f: Vec<i16> = q.drain(..n).collect();
+                    if q.is_empty() {
+                        d.notify_waiters();
+                    }
+                    f.resize(320, 0);
+                    f
+                };
+                if events.send(TransportEvent::Audio(frame)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Microphone { queue, drained, task }
+    }
+
     pub async fn send(&self, e: TransportEvent) -> Result<()> {
         Ok(self.events.send(e).await?)
     }
@@ -136,6 +165,31 @@ impl InMemoryTransport {
 
     pub fn queued_frames(&self) -> usize {
         self.inner.lock().unwrap().queue.len()
+    }
+}
+
+/// See [`InMemoryTransport::microphone`].
+pub struct Microphone {
+    queue: Arc<Mutex<VecDeque<i16>>>,
+    drained: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Microphone {
+    /// Speak `samples` (16 kHz mono); returns when the last of them went out.
+    pub async fn say(&self, samples: &[i16]) {
+        let done = self.drained.notified();
+        tokio::pin!(done);
+        // Registered before the audio is queued, so the drain cannot be missed.
+        done.as_mut().enable();
+        self.queue.lock().unwrap().extend(samples.iter().copied());
+        done.await;
+    }
+}
+
+impl Drop for Microphone {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

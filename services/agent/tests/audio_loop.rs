@@ -224,9 +224,10 @@ async fn barge_in_flushes_within_a_frame_and_a_backchannel_resumes() {
     })
     .await;
     let resumed_at = Instant::now();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let after_resume = h.room.played().into_iter().filter(|f| f.at > resumed_at).collect::<Vec<_>>();
-    assert!(non_silent(&after_resume) > 20, "the agent did not go on after the backchannel");
+    wait_for(&h.room, "the agent's voice after the backchannel", Duration::from_secs(3), |r| {
+        non_silent(&r.played().into_iter().filter(|f| f.at > resumed_at).collect::<Vec<_>>()) > 20
+    })
+    .await;
     assert!(
         final_agent(&h.room, 0).is_none(),
         "the backchannel ended the reply: {:#?}",
@@ -263,4 +264,84 @@ async fn barge_in_flushes_within_a_frame_and_a_backchannel_resumes() {
     assert!(users.iter().any(|u| u.contains("country")), "{users:?}");
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_outage_gets_an_apology_and_the_next_turn_works_again() {
+    let _serial = SERIAL.lock().await;
+    let (stt, _, tts) = tokio::task::spawn_blocking(services).await.unwrap();
+    // voice-llm is "down": nothing listens on its port yet.
+    let (llm_http, llm_grpc) = (voice_testkit::free_port(), voice_testkit::free_port());
+    let settings = ReplySettings {
+        llm_model: String::new(),
+        max_tokens: 40,
+        temperature: 0.0,
+        seed: Some(0),
+        voice: "af_heart".into(),
+        speed: 1.0,
+        stt_model: String::new(),
+        language: "en".into(),
+        partial_interval_ms: 0,
+        collection: String::new(),
+        context_tokens: 200,
+        call_timeout: Duration::from_secs(30),
+        retries: 2,
+    };
+    let urls =
+        BackendUrls { stt: stt.grpc.clone(), llm: format!("http://127.0.0.1:{llm_grpc}"), embed: "http://127.0.0.1:1".into(), tts: tts.grpc.clone() };
+    let vad = Silero::load(&models_dir().join("silero_vad_16k.safetensors")).unwrap();
+    let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_outage").unwrap()).unwrap();
+    let shared = Shared {
+        backends: Backends::new(&urls, None, settings).unwrap(),
+        vad: Arc::new(vad),
+        metrics: metrics.clone(),
+        config: Arc::new(AgentConfig::default()),
+    };
+    let (room, events) = InMemoryTransport::new(100);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(Conversation::new(shared, Arc::new(room.clone()), Status::new("outage")).run(events, cancel.clone()));
+    let mic = room.microphone();
+    let question = blocking(|| speak(tts, "What is the capital of France?", "am_adam"));
+
+    // 1. The LLM is unreachable: after the retries the agent says so, out loud.
+    let asked = Instant::now();
+    mic.say(&question).await;
+    wait_for(&room, "the apology", Duration::from_secs(60), |r| final_agent(r, 0).is_some()).await;
+    let apology = final_agent(&room, 0).unwrap()["text"].as_str().unwrap().to_lowercase();
+    assert!(apology.contains("trouble"), "{apology}");
+    assert_eq!(metrics.backend_errors.with_label_values(&["llm"]).get(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = blocking(|| transcribe(stt, &room.played().into_iter().filter(|f| f.at > asked).collect::<Vec<_>>()));
+    assert!(heard.contains("trouble"), "heard: {heard}");
+
+    // 2. voice-llm comes up where the agent expects it; the next question is answered.
+    let llm_bin = std::path::Path::new(env!("CARGO_BIN_EXE_voice-agent")).with_file_name("voice-llm");
+    let llm_bin: &'static str = Box::leak(llm_bin.to_string_lossy().into_owned().into_boxed_str());
+    let llm_svc: &'static Service = Box::leak(Box::new(Service::new(llm_bin, "VOICE_LLM")));
+    let _llm = blocking(|| llm_svc.start_on(llm_http, llm_grpc, &["--model", "smollm2-135m-instruct"], &[]));
+    let turns_before = messages(&room, TOPIC_TRANSCRIPT).iter().filter(|(_, v)| v["role"] == "agent" && v["final"] == true).count();
+    mic.say(&question).await;
+    wait_for(&room, "the answer after the restart", Duration::from_secs(60), |r| {
+        messages(r, TOPIC_TRANSCRIPT).iter().filter(|(_, v)| v["role"] == "agent" && v["final"] == true).count() > turns_before
+    })
+    .await;
+    let answer = messages(&room, TOPIC_TRANSCRIPT).into_iter().rfind(|(_, v)| v["role"] == "agent" && v["final"] == true).unwrap().1;
+    assert!(answer["text"].as_str().unwrap().to_lowercase().contains("paris"), "{answer}");
+
+    // 3. The user leaves mid-answer: the loop ends at once and nothing more plays.
+    let story = blocking(|| speak(tts, "Please tell me a long story about a brave little dragon.", "am_adam"));
+    mic.say(&story).await;
+    wait_for(&room, "the story to start", Duration::from_secs(60), |r| {
+        messages(r, TOPIC_STATE).iter().filter(|(_, v)| v["state"] == "speaking").count() >= 3
+    })
+    .await;
+    drop(mic);
+    room.send(voice_agent::transport::TransportEvent::UserLeft("user".into())).await.unwrap();
+    let left = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("the conversation ended when the user left").unwrap().unwrap();
+    assert_eq!(room.queued_frames(), 0, "queued audio was not dropped");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<_> = room.played().into_iter().filter(|f| f.at > left + Duration::from_millis(20)).collect();
+    assert_eq!(non_silent(&after), 0, "audio played after the user left");
+    let _ = cancel;
 }

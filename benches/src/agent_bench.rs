@@ -1,0 +1,237 @@
+//! Voice-to-voice latency of the agent's loop with the real services: voice-stt, voice-llm and
+//! voice-tts started here (release binaries beside this one, or `--*-url` for running ones), the
+//! conversation loop in process with the in-memory room (a live microphone at real time, the
+//! playout clock of LiveKit's audio source), Silero VAD on the CPU. Each turn a spoken question
+//! (Kokoro voices, synthesized once up front) goes in; the turn's report (the stages that add up
+//! to voice-to-voice) comes out. Prints p50 / p90 per stage over `--turns` turns.
+//!
+//!     agent-bench --turns 20 --json agent.json
+
+#[path = "common.rs"]
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use voice_agent::{
+    backends::{BackendUrls, Backends, ReplySettings},
+    conversation::{AgentConfig, Conversation, Shared, Status, TOPIC_METRICS, TOPIC_TRANSCRIPT},
+    metrics::AgentMetrics,
+    transport::InMemoryTransport,
+    turn::TurnConfig,
+    vad::Silero,
+};
+use voice_testkit::Service;
+
+const QUESTIONS: [&str; 10] = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky on a clear day?",
+    "Who wrote Romeo and Juliet?",
+    "What is the boiling point of water?",
+    "Can you name a large ocean?",
+    "What do bees make?",
+    "How many days are in a week?",
+    "What is the largest planet in our solar system?",
+    "Which animal is known as the king of the jungle?",
+];
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 20)]
+    turns: usize,
+    #[arg(long, default_value = "whisper-tiny.en")]
+    stt_model: String,
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    llm_model: String,
+    /// Device for the services (cpu, cuda, auto).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Use running services instead of starting them (gRPC URLs; HTTP of voice-tts for the questions).
+    #[arg(long)]
+    stt_url: Option<String>,
+    #[arg(long)]
+    llm_url: Option<String>,
+    #[arg(long)]
+    tts_url: Option<String>,
+    #[arg(long)]
+    tts_http: Option<String>,
+    /// Endpointing silence (ms).
+    #[arg(long, default_value_t = 500)]
+    end_silence_ms: u64,
+    /// Partial transcripts every N ms while the user speaks (0: none).
+    #[arg(long, default_value_t = 1000)]
+    partial_interval_ms: u32,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn start(name: &str, prefix: &'static str, args: &[&str]) -> voice_testkit::Server {
+    let bin = std::env::current_exe().unwrap().with_file_name(name);
+    assert!(bin.is_file(), "{} missing: cargo build --release -p {name}", bin.display());
+    let bin: &'static str = Box::leak(bin.to_string_lossy().into_owned().into_boxed_str());
+    Service::new(bin, prefix).start(args, &[])
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let dev = a.device.clone();
+    // Services: started one at a time (loads do not fight), kept alive until the end.
+    let given = [
+        (a.stt_url.clone(), "voice-stt", "VOICE_STT", Some(a.stt_model.clone())),
+        (a.llm_url.clone(), "voice-llm", "VOICE_LLM", Some(a.llm_model.clone())),
+        (a.tts_url.clone(), "voice-tts", "VOICE_TTS", None),
+    ];
+    // On this thread: a child's parent-death signal fires when the thread that spawned it ends.
+    let (urls, servers) = {
+        let (mut urls, mut servers) = (Vec::new(), Vec::new());
+        for (url, name, prefix, model) in given {
+            if let Some(u) = url {
+                urls.push((u, String::new()));
+                continue;
+            }
+            let mut args = vec!["--device".to_string(), dev.clone(), "--log-format".into(), "json".into()];
+            if let Some(m) = model {
+                args.extend(["--model".to_string(), m]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let s = start(name, prefix, &args);
+            urls.push((s.grpc.clone(), s.http.clone()));
+            servers.push(s);
+        }
+        (urls, servers)
+    };
+    let (stt, llm, tts) = (urls[0].0.clone(), urls[1].0.clone(), urls[2].0.clone());
+    let tts_http = a.tts_http.clone().unwrap_or_else(|| urls[2].1.clone());
+    let result = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(&a, stt, llm, tts, tts_http));
+    drop(servers);
+    result
+}
+
+async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) -> Result<()> {
+    // The questions, spoken once.
+    let client = reqwest::Client::new();
+    let mut speech = Vec::new();
+    for (i, q) in QUESTIONS.iter().enumerate() {
+        let voice = if i % 2 == 0 { "am_adam" } else { "bf_emma" };
+        let r =
+            client.post(format!("{tts_http}/v1/audio/speech")).json(&json!({"input": q, "voice": voice, "response_format": "pcm"})).send().await?;
+        if !r.status().is_success() {
+            bail!("voice-tts: {}", r.text().await?);
+        }
+        let pcm = voice_runtime::audio::s16le_to_f32(&r.bytes().await?);
+        let pcm16 = voice_runtime::audio::resample(&pcm, 24_000, 16_000)?;
+        speech.push(pcm16.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16).collect::<Vec<i16>>());
+    }
+
+    let settings = ReplySettings {
+        llm_model: String::new(),
+        max_tokens: 60,
+        temperature: 0.0,
+        seed: Some(0),
+        voice: "af_heart".into(),
+        speed: 1.0,
+        stt_model: String::new(),
+        language: "en".into(),
+        partial_interval_ms: a.partial_interval_ms,
+        collection: String::new(),
+        context_tokens: 200,
+        call_timeout: Duration::from_secs(30),
+        retries: 2,
+    };
+    let backends = Backends::new(&BackendUrls { stt, llm, embed: "http://127.0.0.1:1".into(), tts }, None, settings)?;
+    let vad_dir = voice_models::Fetcher::new(None).resolve("silero-vad", true, &[]).context("silero-vad")?.dir;
+    let vad = Silero::load(&vad_dir.join(voice_vad::SAFETENSORS_FILE))?;
+    let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_bench")?)?;
+    let config =
+        AgentConfig { turn: TurnConfig { end_silence: Duration::from_millis(a.end_silence_ms), ..TurnConfig::default() }, ..AgentConfig::default() };
+    let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
+    let (room, events) = InMemoryTransport::new(100);
+    let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("bench"));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(conversation.run(events, cancel.clone()));
+    let mic = room.microphone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut reports: Vec<Value> = Vec::new();
+    for turn in 0..a.turns {
+        let seen = room.data().len();
+        mic.say(&speech[turn % speech.len()]).await;
+        let t0 = Instant::now();
+        // The turn is over when its final agent transcript arrived and the state is back to listening.
+        let report = loop {
+            if t0.elapsed() > Duration::from_secs(120) {
+                bail!("turn {turn}: no answer within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let data = room.data();
+            let new: Vec<(String, Value)> =
+                data[seen..].iter().map(|m| (m.topic.clone(), serde_json::from_slice(&m.payload).unwrap_or(Value::Null))).collect();
+            let done = new.iter().any(|(t, v)| t == TOPIC_TRANSCRIPT && v["role"] == "agent" && v["final"] == true);
+            if let Some((_, m)) = new.iter().find(|(t, _)| t == TOPIC_METRICS) {
+                if done {
+                    let user = new
+                        .iter()
+                        .filter(|(t, v)| t == TOPIC_TRANSCRIPT && v["role"] == "user" && v["final"] == true)
+                        .map(|(_, v)| v["text"].as_str().unwrap_or("").to_string())
+                        .next()
+                        .unwrap_or_default();
+                    let agent = new
+                        .iter()
+                        .filter(|(t, v)| t == TOPIC_TRANSCRIPT && v["role"] == "agent" && v["final"] == true)
+                        .map(|(_, v)| v["text"].as_str().unwrap_or("").to_string())
+                        .next()
+                        .unwrap_or_default();
+                    let mut m = m.clone();
+                    m["user"] = json!(user);
+                    m["agent"] = json!(agent);
+                    break m;
+                }
+            }
+        };
+        eprintln!(
+            "turn {:>2}: voice-to-voice {:>7.1} ms  | {} -> {}",
+            turn + 1,
+            report["voice_to_voice_ms"].as_f64().unwrap_or(0.0),
+            report["user"],
+            report["agent"]
+        );
+        reports.push(report);
+        // Let the answer finish playing and the agent go back to listening.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    cancel.cancel();
+    let _ = task.await;
+
+    let stages =
+        ["end_of_utterance_ms", "stt_final_ms", "rag_ms", "llm_ttft_ms", "first_sentence_ms", "tts_ttfa_ms", "publish_ms", "voice_to_voice_ms"];
+    let mut summary = serde_json::Map::new();
+    println!("{:<22} {:>9} {:>9}", "stage (ms)", "p50", "p90");
+    for s in stages {
+        let v: Vec<f64> = reports.iter().filter_map(|r| r[s].as_f64()).collect();
+        let (p50, p90) = (percentile(&v, 0.5), percentile(&v, 0.9));
+        println!("{s:<22} {p50:>9.1} {p90:>9.1}");
+        summary.insert(s.into(), json!({"p50": p50, "p90": p90}));
+    }
+    println!("turns: {}, agent peak RSS {:.0} MB (this process: VAD, loop, clients)", reports.len(), common::rss_mb("VmHWM:"));
+    if let Some(p) = &a.json {
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(
+                &json!({"summary": summary, "turns": reports, "device": a.device, "stt_model": a.stt_model, "llm_model": a.llm_model}),
+            )?,
+        )?;
+    }
+    Ok(())
+}
