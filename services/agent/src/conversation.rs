@@ -695,15 +695,17 @@ impl ReplyJob {
     }
 
     /// Stage 2: each sentence to audio, 48 kHz 10 ms frames.
-    /// Not paused by a barge-in: audio already synthesized is what lets a false interruption
-    /// resume without a gap (a true one cancels this stage with the rest).
+    /// A barge-in pauses it before the next sentence (the one being synthesized finishes): the
+    /// CPU goes to hearing the user, which is what decides whether the reply goes on at all.
     async fn speech(
         self: Arc<Self>,
         mut sent_rx: mpsc::UnboundedReceiver<(usize, String)>,
         frames_tx: mpsc::UnboundedSender<(usize, Vec<i16>)>,
     ) -> Result<(), String> {
+        let mut pause = self.pause.clone();
         let mut failure = None;
         while let Some((idx, text)) = sent_rx.recv().await {
+            unpaused(&mut pause).await;
             let mut stream = match self.shared.backends.synthesize(&text).await {
                 Ok(s) => s,
                 Err(e) => {

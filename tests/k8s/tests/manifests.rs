@@ -265,8 +265,9 @@ fn full_overlay_is_gpu_plus_the_optional_components() {
     ] {
         assert!(f.contains(extra), "full overlay lacks {extra}");
     }
+    // The agent reaches RAG through voice-embed, never the database.
     let agent = main_container(full, "voice-agent").unwrap();
-    assert!(env_value(agent, "VOICE_AGENT_DATABASE_URL").is_some_and(|u| u.contains("voice-pgvector")));
+    assert!(env_value(agent, "VOICE_AGENT_DATABASE_URL").is_none() && env_value(agent, "PGPASSWORD").is_none());
     // voice-embed: PostgreSQL in full, the embedded store on its volume in gpu.
     let embed = main_container(full, "voice-embed").unwrap();
     assert_eq!(env_value(embed, "VOICE_EMBED_STORE"), Some("postgres"));
