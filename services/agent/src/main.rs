@@ -182,13 +182,18 @@ async fn main() -> Result<()> {
     let args: AgentArgs = voice_runtime::cli::parse(&SPEC)?;
     let ctx = ServiceContext::init(SPEC, args.service.clone())?;
 
+    // LiveKit's own variable names (LIVEKIT_API_KEY / LIVEKIT_API_SECRET, what its SDKs and the
+    // Kubernetes manifests use) are accepted after ours.
+    let env_secret = || std::env::var("LIVEKIT_API_SECRET").ok().filter(|s| !s.is_empty()).and_then(|s| s.parse::<Secret>().ok());
     let keys = LiveKitKeys {
         api_key: args
             .livekit_api_key
             .clone()
-            .context("--livekit-api-key (or VOICE_AGENT_LIVEKIT_API_KEY) is required: `devkey` for livekit-server --dev")?,
+            .or_else(|| std::env::var("LIVEKIT_API_KEY").ok().filter(|s| !s.is_empty()))
+            .context("--livekit-api-key (or VOICE_AGENT_LIVEKIT_API_KEY, LIVEKIT_API_KEY) is required: `devkey` for livekit-server --dev")?,
         api_secret: read_secret(args.livekit_api_secret.clone(), args.livekit_api_secret_file.as_ref(), "LiveKit API secret")?
-            .context("--livekit-api-secret-file or VOICE_AGENT_LIVEKIT_API_SECRET is required: `secret` for livekit-server --dev")?,
+            .or_else(env_secret)
+            .context("--livekit-api-secret-file (or VOICE_AGENT_LIVEKIT_API_SECRET, LIVEKIT_API_SECRET) is required: `secret` for livekit-server --dev")?,
     };
     let backend_key = read_secret(args.backend_api_key.clone(), args.backend_api_key_file.as_ref(), "backend API key")?;
     let settings = ReplySettings {
