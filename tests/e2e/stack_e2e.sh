@@ -136,6 +136,8 @@ log "voice_to_voice_seconds_count=$turns interruptions_total{kind=true}=${interr
 if [[ -z $only ]]; then
   [[ ${turns%.*} -ge 3 ]] || { log "expected >= 3 turns with voice-to-voice latency in /metrics"; exit 1; }
   [[ ${interruptions:-0} -ge 1 ]] || { log "expected an interruption in /metrics"; exit 1; }
+  stt_final=$(grep -E '^voice_agent_stage_seconds_count\{stage="stt_final"\}' <<<"$metrics" | awk '{print $2}')
+  [[ ${stt_final:-0} -ge 3 ]] || { log "expected >= 3 stt_final stages in voice_agent_stage_seconds"; exit 1; }
 fi
 grep -q '"message":"turn"' "$WORK/agent.log" || { log "no per-turn log line"; exit 1; }
 log "end to end: all passed"

@@ -193,7 +193,9 @@ async fn main() -> Result<()> {
             .context("--livekit-api-key (or VOICE_AGENT_LIVEKIT_API_KEY, LIVEKIT_API_KEY) is required: `devkey` for livekit-server --dev")?,
         api_secret: read_secret(args.livekit_api_secret.clone(), args.livekit_api_secret_file.as_ref(), "LiveKit API secret")?
             .or_else(env_secret)
-            .context("--livekit-api-secret-file (or VOICE_AGENT_LIVEKIT_API_SECRET, LIVEKIT_API_SECRET) is required: `secret` for livekit-server --dev")?,
+            .context(
+                "--livekit-api-secret-file (or VOICE_AGENT_LIVEKIT_API_SECRET, LIVEKIT_API_SECRET) is required: `secret` for livekit-server --dev",
+            )?,
     };
     let backend_key = read_secret(args.backend_api_key.clone(), args.backend_api_key_file.as_ref(), "backend API key")?;
     let settings = ReplySettings {

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec};
+use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec};
 use serde::Serialize;
 use voice_runtime::Metrics;
 
@@ -75,11 +75,9 @@ impl TurnTiming {
 
 #[derive(Clone)]
 pub struct AgentMetrics {
-    pub end_of_utterance: Histogram,
-    pub stt_final: Histogram,
-    pub rag: Histogram,
-    pub llm_ttft: Histogram,
-    pub tts_ttfa: Histogram,
+    /// `voice_agent_stage_seconds{stage}`: end_of_utterance, stt_final, rag, llm_ttft,
+    /// first_sentence, tts_ttfa, publish (the dashboards' and alerts' breakdown).
+    pub stage: HistogramVec,
     pub voice_to_voice: Histogram,
     pub turns: IntCounterVec,
     pub interruptions: IntCounterVec,
@@ -94,15 +92,12 @@ impl AgentMetrics {
         let lat = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
         let conversations = m.new_gauge("conversations", "Rooms the agent is in now")?;
         Ok(Self {
-            end_of_utterance: m.new_histogram(
-                "end_of_utterance_seconds",
-                "User stopped speaking -> end of turn decided (the endpointing silence)",
+            stage: m.new_histogram_vec(
+                "stage_seconds",
+                "One stage of a turn: end_of_utterance (endpointing silence), stt_final, rag, llm_ttft, first_sentence, tts_ttfa, publish",
+                &["stage"],
                 &lat,
             )?,
-            stt_final: m.new_histogram("stt_final_seconds", "End of turn -> final transcript from voice-stt", &lat)?,
-            rag: m.new_histogram("rag_seconds", "Final transcript -> retrieved context from voice-embed", &lat)?,
-            llm_ttft: m.new_histogram("llm_time_to_first_token_seconds", "Request -> first token from voice-llm", &lat)?,
-            tts_ttfa: m.new_histogram("tts_time_to_first_audio_seconds", "First sentence -> its first audio from voice-tts", &lat)?,
             voice_to_voice: m.new_histogram("voice_to_voice_seconds", "User stopped speaking -> first agent audio published", &lat)?,
             turns: m.new_counter_vec("turns_total", "User turns by outcome (answered, interrupted, failed, empty)", &["outcome"])?,
             interruptions: m.new_counter_vec("interruptions_total", "Barge-ins: true (the agent stopped) or false (it resumed)", &["kind"])?,
@@ -118,11 +113,17 @@ impl AgentMetrics {
     }
 
     pub fn observe(&self, r: &TurnReport) {
-        self.end_of_utterance.observe(r.end_of_utterance_ms / 1e3);
-        self.stt_final.observe(r.stt_final_ms / 1e3);
-        self.rag.observe(r.rag_ms / 1e3);
-        self.llm_ttft.observe(r.llm_ttft_ms / 1e3);
-        self.tts_ttfa.observe(r.tts_ttfa_ms / 1e3);
+        for (stage, ms) in [
+            ("end_of_utterance", r.end_of_utterance_ms),
+            ("stt_final", r.stt_final_ms),
+            ("rag", r.rag_ms),
+            ("llm_ttft", r.llm_ttft_ms),
+            ("first_sentence", r.first_sentence_ms),
+            ("tts_ttfa", r.tts_ttfa_ms),
+            ("publish", r.publish_ms),
+        ] {
+            self.stage.with_label_values(&[stage]).observe(ms / 1e3);
+        }
         self.voice_to_voice.observe(r.voice_to_voice_ms / 1e3);
     }
 }
