@@ -5,6 +5,9 @@
 #   1. a question answered from a RAG document ingested first (the answer is not general knowledge)
 #   2. a general question (the capital of France)
 #   3. a barge-in: the user talks over a long answer; the agent must stop within 300 ms
+# voice-llm, voice-embed and voice-tts run as deployed with security on: TLS on both ports (a
+# throw-away certificate) and API keys; the agent reaches them over https with the CA and the key.
+# At the end no log of any process may contain the API key or the LiveKit secret.
 # Each run records the agent's remote track in the page and transcribes it with voice-stt; the
 # per-turn metrics must arrive and add up, and the agent's Prometheus histograms must count them.
 #
@@ -24,6 +27,14 @@ mkdir -p "$ART"
 LK=17880; STT=18001; LLM=18002; EMB=18003; TTS=18004; AGENT=18005; WEB=13000
 KEY=devkey
 SECRET=voice-ai-e2e-livekit-secret-0123456789abcdef
+API_KEY=voice-ai-e2e-api-key-5f1c0d9e
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+# What curl needs to reach the secured services (harmless for the plain ones).
+CURL=(curl --cacert "$WORK/tls/cert.pem" -H "authorization: Bearer $API_KEY")
+secure=(--tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem" --api-key "$API_KEY")
 
 pids=()
 cleanup() {
@@ -40,7 +51,7 @@ trap cleanup EXIT INT TERM
 
 wait_ready() { # name url
   local deadline=$((SECONDS + 240))
-  until curl -fsS "$2/readyz" >/dev/null 2>&1; do
+  until "${CURL[@]}" -fsS "$2/readyz" >/dev/null 2>&1; do
     if (( SECONDS > deadline )); then log "$1 not ready"; return 1; fi
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a process exited while waiting for $1"; return 1; }; done
     sleep 0.5
@@ -62,18 +73,18 @@ common=(--device cpu --log-format json)
 "$BIN/voice-stt" "${common[@]}" --port $STT --grpc-port $((STT + 1000)) --model whisper-tiny.en > "$WORK/stt.log" 2>&1 &
 pids+=($!)
 wait_ready voice-stt http://127.0.0.1:$STT
-"$BIN/voice-llm" "${common[@]}" --port $LLM --grpc-port $((LLM + 1000)) --model smollm2-135m-instruct > "$WORK/llm.log" 2>&1 &
+"$BIN/voice-llm" "${common[@]}" "${secure[@]}" --port $LLM --grpc-port $((LLM + 1000)) --model smollm2-135m-instruct > "$WORK/llm.log" 2>&1 &
 pids+=($!)
-"$BIN/voice-embed" "${common[@]}" --port $EMB --grpc-port $((EMB + 1000)) --data-dir "$WORK/rag" > "$WORK/embed.log" 2>&1 &
+"$BIN/voice-embed" "${common[@]}" "${secure[@]}" --port $EMB --grpc-port $((EMB + 1000)) --data-dir "$WORK/rag" > "$WORK/embed.log" 2>&1 &
 pids+=($!)
-"$BIN/voice-tts" "${common[@]}" --port $TTS --grpc-port $((TTS + 1000)) > "$WORK/tts.log" 2>&1 &
+"$BIN/voice-tts" "${common[@]}" "${secure[@]}" --port $TTS --grpc-port $((TTS + 1000)) > "$WORK/tts.log" 2>&1 &
 pids+=($!)
-wait_ready voice-llm http://127.0.0.1:$LLM
-wait_ready voice-embed http://127.0.0.1:$EMB
-wait_ready voice-tts http://127.0.0.1:$TTS
+wait_ready voice-llm https://127.0.0.1:$LLM
+wait_ready voice-embed https://127.0.0.1:$EMB
+wait_ready voice-tts https://127.0.0.1:$TTS
 
 log "ingesting the RAG document"
-curl -fsS http://127.0.0.1:$EMB/v1/collections/e2e-docs/documents -H 'content-type: application/json' -d '{"documents": [
+"${CURL[@]}" -fsS https://127.0.0.1:$EMB/v1/collections/e2e-docs/documents -H 'content-type: application/json' -d '{"documents": [
   {"id": "office-cat", "text": "The office cat of the Voice AI team is called Biscuit. Biscuit is an orange tabby who sleeps on the warm GPU server."},
   {"id": "coffee", "text": "The team coffee machine is on the third floor next to the window. It only takes oat milk."}
 ]}' > /dev/null
@@ -81,13 +92,14 @@ curl -fsS http://127.0.0.1:$EMB/v1/collections/e2e-docs/documents -H 'content-ty
 log "voice-agent (frontend on http://127.0.0.1:$WEB)"
 VOICE_AGENT_LIVEKIT_API_KEY=$KEY VOICE_AGENT_LIVEKIT_API_SECRET=$SECRET \
   "$BIN/voice-agent" "${common[@]}" --port $AGENT --grpc-port $((AGENT + 1000)) --frontend-port $WEB --frontend-dir "$REPO_ROOT/frontend/dist" \
-  --livekit-url ws://127.0.0.1:$LK --stt-url http://127.0.0.1:$((STT + 1000)) --llm-url http://127.0.0.1:$((LLM + 1000)) \
-  --embed-url http://127.0.0.1:$((EMB + 1000)) --tts-url http://127.0.0.1:$((TTS + 1000)) --collection e2e-docs > "$WORK/agent.log" 2>&1 &
+  --livekit-url ws://127.0.0.1:$LK --stt-url http://127.0.0.1:$((STT + 1000)) --llm-url https://localhost:$((LLM + 1000)) \
+  --embed-url https://localhost:$((EMB + 1000)) --tts-url https://localhost:$((TTS + 1000)) --collection e2e-docs \
+  --backend-ca-file "$WORK/tls/cert.pem" --backend-api-key "$API_KEY" > "$WORK/agent.log" 2>&1 &
 pids+=($!)
 wait_ready voice-agent http://127.0.0.1:$AGENT
 
 say() { # text voice out.wav: 16 kHz speech from voice-tts
-  curl -fsS http://127.0.0.1:$TTS/v1/audio/speech -H 'content-type: application/json' \
+  "${CURL[@]}" -fsS https://127.0.0.1:$TTS/v1/audio/speech -H 'content-type: application/json' \
     -d "{\"input\": \"$1\", \"voice\": \"$2\", \"response_format\": \"wav\"}" -o "$3"
 }
 say "What is the name of the office cat?" am_adam "$WORK/q_rag.wav"
@@ -140,4 +152,8 @@ if [[ -z $only ]]; then
   [[ ${stt_final:-0} -ge 3 ]] || { log "expected >= 3 stt_final stages in voice_agent_stage_seconds"; exit 1; }
 fi
 grep -q '"message":"turn"' "$WORK/agent.log" || { log "no per-turn log line"; exit 1; }
+# The secured services refused a request without the key (and said so in OpenAI's shape).
+code=$(curl --cacert "$WORK/tls/cert.pem" -s -o "$WORK/unauth.json" -w '%{http_code}' https://127.0.0.1:$LLM/v1/models)
+[[ $code == 401 ]] && grep -q '"invalid_api_key"\|"authentication_error"' "$WORK/unauth.json" || { log "no 401 without the key: $code $(cat "$WORK/unauth.json")"; exit 1; }
+if grep -l -e "$API_KEY" -e "$SECRET" "$WORK"/{stt,llm,embed,tts,agent}.log; then log "a secret reached the logs above"; exit 1; fi
 log "end to end: all passed"

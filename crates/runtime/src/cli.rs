@@ -109,6 +109,38 @@ pub struct ServiceArgs {
     #[arg(long)]
     pub api_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain: with --tls-key, both ports serve TLS only (rustls; HTTP/1.1 on the
+    /// HTTP port, h2 on the gRPC port).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A client must send its request headers (and finish the TLS handshake) within this time, or
+    /// the connection is closed: slow-loris clients and idle keep-alive connections.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Open connections per port; beyond this new ones wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Requests per second each client may make (token bucket; 0 = no limit). Beyond it: 429 +
+    /// Retry-After. A client is its bearer key, else its address (see --trust-forwarded-for).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit: f64,
+
+    /// Requests a client may make at once before --rate-limit applies (0 = one second's worth).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_burst: u32,
+
+    /// Identify clients without a key by the first X-Forwarded-For address (behind an ingress
+    /// that sets it); off: the peer address.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
     /// Optional TOML file with defaults for any of these flags.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -81,6 +81,14 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", message).with_code("unsupported_media")
     }
 
+    /// 429: this client is over its `--rate-limit`; a token is back after `retry_after`.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate limit exceeded for this client (--rate-limit); retry later")
+            .with_code("rate_limit_exceeded");
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     /// 429: the queue is full; come back after `retry_after`.
     pub fn overloaded(retry_after: Duration) -> Self {
         let mut e = Self::new(

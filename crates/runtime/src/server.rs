@@ -36,7 +36,9 @@ use crate::{
     error::ApiError,
     metrics::Metrics,
     queue::WorkQueue,
+    ratelimit::RateLimiter,
     telemetry,
+    transport::{self, ConnectionPolicy},
 };
 
 /// Lifecycle of a service as `/readyz` reports it.
@@ -80,6 +82,9 @@ pub struct ServiceContext {
     pub queue: WorkQueue,
     pub shutdown: CancellationToken,
     pub api_keys: ApiKeys,
+    pub rate_limiter: RateLimiter,
+    /// rustls configs (HTTP/1.1, h2) when --tls-cert/--tls-key are set.
+    tls: Option<(Arc<tokio_rustls::rustls::ServerConfig>, Arc<tokio_rustls::rustls::ServerConfig>)>,
 }
 
 impl ServiceContext {
@@ -98,7 +103,41 @@ impl ServiceContext {
         if api_keys.enabled() {
             tracing::info!("API keys configured: HTTP and gRPC API requests need a bearer key");
         }
-        Ok(Self { spec, args, metrics, device_state, readiness: Arc::new(Readiness::new()), queue, shutdown: CancellationToken::new(), api_keys })
+        let rate_limiter = RateLimiter::new(args.rate_limit, args.rate_limit_burst, args.trust_forwarded_for);
+        if rate_limiter.enabled() {
+            tracing::info!(per_second = args.rate_limit, burst = args.rate_limit_burst, "per-client rate limit on");
+        }
+        // Load the certificate at start-up so a bad file stops the service with a clear error.
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((transport::server_tls_config(cert, key, &[b"http/1.1"])?, transport::server_tls_config(cert, key, &[b"h2"])?))
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(Self {
+            spec,
+            args,
+            metrics,
+            device_state,
+            readiness: Arc::new(Readiness::new()),
+            queue,
+            shutdown: CancellationToken::new(),
+            api_keys,
+            rate_limiter,
+            tls,
+        })
+    }
+
+    /// TLS, header deadline and connection cap for a listener of this service (`grpc` picks the
+    /// h2 TLS config); the agent uses it for its frontend port too.
+    pub fn connection_policy(&self, grpc: bool) -> ConnectionPolicy {
+        let tls = self.tls.as_ref().map(|(http, h2)| if grpc { h2.clone() } else { http.clone() });
+        ConnectionPolicy::new(tls, self.args.header_read_timeout, self.args.max_connections, self.metrics.clone())
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn requested_device(&self) -> DeviceSpec {
@@ -196,10 +235,10 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(args: &ServiceArgs, with_grpc: bool) -> Result<Self> {
         let http_addr = format!("{}:{}", args.host, args.port);
-        let http = TcpListener::bind(&http_addr).await.with_context(|| format!("binding HTTP on {http_addr}"))?;
+        let http = bind_retrying(&http_addr).await.with_context(|| format!("binding HTTP on {http_addr}"))?;
         let grpc = if with_grpc {
             let grpc_addr = format!("{}:{}", args.host, args.grpc_port);
-            Some(TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding gRPC on {grpc_addr}"))?)
+            Some(bind_retrying(&grpc_addr).await.with_context(|| format!("binding gRPC on {grpc_addr}"))?)
         } else {
             None
         };
@@ -215,6 +254,21 @@ impl Listeners {
     }
 }
 
+/// Bind, retrying for up to 10 s while the address is in use: a restarted process (kill -9, a
+/// crash loop) may start before the kernel has released its predecessor's socket.
+async fn bind_retrying(addr: &str) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tracing::warn!(addr, "address in use; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Serve until SIGTERM/SIGINT (or `ctx.shutdown` is cancelled), then drain and return.
 ///
 /// `api` holds the service's own routes; the runtime adds health, readiness, metrics, request
@@ -226,24 +280,26 @@ pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc:
 
     spawn_signal_handler(ctx.clone());
 
-    let token = ctx.shutdown.clone();
-    let http_server = axum::serve(listeners.http, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { token.cancelled().await });
-    tracing::info!(http = %http_addr, grpc = ?grpc_addr, service = ctx.spec.binary, "listening");
+    let http_server = transport::serve_http(listeners.http, app, ctx.connection_policy(false), ctx.shutdown.clone());
+    tracing::info!(http = %http_addr, grpc = ?grpc_addr, tls = ctx.uses_tls(), service = ctx.spec.binary, "listening");
 
     let grpc_task = match (grpc, listeners.grpc) {
         (Some(routes), Some(listener)) => {
             let token = ctx.shutdown.clone();
-            let metrics = ctx.metrics.clone();
-            let keys = ctx.api_keys.clone();
+            let (metrics, keys, limiter) = (ctx.metrics.clone(), ctx.api_keys.clone(), ctx.rate_limiter.clone());
             let timeout = ctx.args.request_timeout;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = transport::grpc_incoming(listener, ctx.connection_policy(true), ctx.shutdown.clone());
             Some(tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .timeout(timeout)
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                    .layer(tower::layer::layer_fn(move |inner| GrpcMetrics { inner, metrics: metrics.clone() }))
-                    .layer(tower::layer::layer_fn(move |inner| GrpcAuth { inner, keys: keys.clone() }))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .layer(tower::layer::layer_fn(move |inner| GrpcGate {
+                        inner,
+                        metrics: metrics.clone(),
+                        keys: keys.clone(),
+                        limiter: limiter.clone(),
+                    }))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move { token.cancelled().await })
                     .await
@@ -252,7 +308,7 @@ pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc:
         _ => None,
     };
 
-    let http_task = tokio::spawn(async move { http_server.await });
+    let http_task = tokio::spawn(http_server);
 
     // Wait for shutdown to begin, then give in-flight work the grace period.
     ctx.shutdown.cancelled().await;
@@ -332,11 +388,22 @@ async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, nex
     let start = Instant::now();
     let m = &ctx.metrics;
 
-    if !ctx.api_keys.check(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !ctx.api_keys.check(authorization) {
         m.rejected.with_label_values(&["unauthorized"]).inc();
         let response = ApiError::unauthorized().into_response();
         m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
         return response;
+    }
+    if ctx.rate_limiter.enabled() {
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
+        if let Err(wait) = ctx.rate_limiter.check(ctx.rate_limiter.client_key(authorization, forwarded, peer)) {
+            m.rejected.with_label_values(&["rate_limited"]).inc();
+            let response = ApiError::rate_limited(wait).into_response();
+            m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+            return response;
+        }
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let response = if declared.is_some_and(|n| n > ctx.args.max_body_bytes) {
@@ -370,56 +437,19 @@ async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, nex
     response
 }
 
-/// Counts gRPC calls by method and status, and their latency to the response head.
+/// In front of every gRPC handler: refuses calls without an accepted bearer key (`authorization`
+/// metadata) with `UNAUTHENTICATED` and calls over the client's rate limit with
+/// `RESOURCE_EXHAUSTED` + `retry-after`, then counts calls by method and status and their latency
+/// to the response head.
 #[derive(Clone)]
-struct GrpcMetrics<S> {
+struct GrpcGate<S> {
     inner: S,
     metrics: Metrics,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_string();
-        let metrics = self.metrics.clone();
-        let start = Instant::now();
-        metrics.in_flight.inc();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            metrics.in_flight.dec();
-            let code = match &res {
-                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(|s| s.to_string()).unwrap_or_else(|| "0".into()),
-                Err(_) => "transport".into(),
-            };
-            metrics.grpc_requests.with_label_values(&[&method, &code]).inc();
-            metrics.grpc_duration.with_label_values(&[&method]).observe(start.elapsed().as_secs_f64());
-            res
-        })
-    }
-}
-
-/// Refuses gRPC calls without an accepted bearer key (`authorization` metadata) with
-/// `UNAUTHENTICATED`, before they reach a handler.
-#[derive(Clone)]
-struct GrpcAuth<S> {
-    inner: S,
     keys: ApiKeys,
+    limiter: RateLimiter,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for GrpcAuth<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcGate<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -435,11 +465,40 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if self.keys.check(req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes())) {
-            Box::pin(self.inner.call(req))
+        let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_string();
+        let metrics = self.metrics.clone();
+        let authorization = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let refusal = if !self.keys.check(authorization) {
+            metrics.rejected.with_label_values(&["unauthorized"]).inc();
+            Some(ApiError::unauthorized())
+        } else if self.limiter.enabled() {
+            let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr).map(|a| a.ip());
+            let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
+            self.limiter.check(self.limiter.client_key(authorization, forwarded, peer)).err().map(|wait| {
+                metrics.rejected.with_label_values(&["rate_limited"]).inc();
+                ApiError::rate_limited(wait)
+            })
         } else {
-            let status = ApiError::unauthorized().to_status();
-            Box::pin(async move { Ok(status.into_http()) })
+            None
+        };
+        if let Some(err) = refusal {
+            let status = err.to_status();
+            metrics.grpc_requests.with_label_values(&[&method, &(status.code() as i32).to_string()]).inc();
+            return Box::pin(async move { Ok(status.into_http()) });
         }
+        let start = Instant::now();
+        metrics.in_flight.inc();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            metrics.in_flight.dec();
+            let code = match &res {
+                Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(|s| s.to_string()).unwrap_or_else(|| "0".into()),
+                Err(_) => "transport".into(),
+            };
+            metrics.grpc_requests.with_label_values(&[&method, &code]).inc();
+            metrics.grpc_duration.with_label_values(&[&method]).observe(start.elapsed().as_secs_f64());
+            res
+        })
     }
 }

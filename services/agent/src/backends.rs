@@ -72,9 +72,16 @@ pub struct Backends {
     pub settings: ReplySettings,
 }
 
-fn channel(url: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("bad backend URL {url}"))?
+/// A lazily connecting channel; `https://` URLs use TLS trusting `ca_pem` (the services'
+/// `--tls-cert` or the CA that signed it).
+fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string()).with_context(|| format!("bad backend URL {url}"))?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.with_context(|| format!("backend {url} uses TLS: give the CA that signed its certificate with --backend-ca-file"))?;
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS settings for {url}"))?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
@@ -84,6 +91,11 @@ fn channel(url: &str) -> Result<Channel> {
 
 impl Backends {
     pub fn new(urls: &BackendUrls, api_key: Option<&str>, settings: ReplySettings) -> Result<Self> {
+        Self::with_tls(urls, api_key, None, settings)
+    }
+
+    /// [`new`](Self::new), trusting `ca_pem` for `https://` backends.
+    pub fn with_tls(urls: &BackendUrls, api_key: Option<&str>, ca_pem: Option<&[u8]>, settings: ReplySettings) -> Result<Self> {
         let auth = BearerAuth(match api_key {
             Some(k) => Some(format!("Bearer {k}").parse().context("the backend API key has characters a header cannot carry")?),
             None => None,
@@ -91,10 +103,10 @@ impl Backends {
         // Audio and answers are small; 16 MiB bounds a misbehaving server.
         let limit = 16 << 20;
         Ok(Self {
-            stt: SpeechToTextClient::with_interceptor(channel(&urls.stt)?, auth.clone()).max_decoding_message_size(limit),
-            llm: TextGenerationClient::with_interceptor(channel(&urls.llm)?, auth.clone()).max_decoding_message_size(limit),
-            embed: EmbeddingsClient::with_interceptor(channel(&urls.embed)?, auth.clone()).max_decoding_message_size(limit),
-            tts: TextToSpeechClient::with_interceptor(channel(&urls.tts)?, auth).max_decoding_message_size(limit),
+            stt: SpeechToTextClient::with_interceptor(channel(&urls.stt, ca_pem)?, auth.clone()).max_decoding_message_size(limit),
+            llm: TextGenerationClient::with_interceptor(channel(&urls.llm, ca_pem)?, auth.clone()).max_decoding_message_size(limit),
+            embed: EmbeddingsClient::with_interceptor(channel(&urls.embed, ca_pem)?, auth.clone()).max_decoding_message_size(limit),
+            tts: TextToSpeechClient::with_interceptor(channel(&urls.tts, ca_pem)?, auth).max_decoding_message_size(limit),
             settings,
         })
     }

@@ -93,6 +93,9 @@ struct AgentArgs {
     /// File holding the backend key.
     #[arg(long)]
     backend_api_key_file: Option<PathBuf>,
+    /// PEM CA certificate trusted for `https://` backend URLs (services run with --tls-cert).
+    #[arg(long)]
+    backend_ca_file: Option<PathBuf>,
     /// Deadline of a unary backend call and of opening a stream.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     backend_timeout: Duration,
@@ -214,7 +217,11 @@ async fn main() -> Result<()> {
         retries: args.backend_retries,
     };
     let urls = BackendUrls { stt: args.stt_url.clone(), llm: args.llm_url.clone(), embed: args.embed_url.clone(), tts: args.tts_url.clone() };
-    let backends = Backends::new(&urls, backend_key.as_ref().map(|k| k.expose()), settings)?;
+    let backend_ca = match &args.backend_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --backend-ca-file {}", p.display()))?),
+        None => None,
+    };
+    let backends = Backends::with_tls(&urls, backend_key.as_ref().map(|k| k.expose()), backend_ca.as_deref(), settings)?;
     let config = Arc::new(AgentConfig {
         turn: TurnConfig {
             activation: args.vad_threshold,
@@ -246,14 +253,17 @@ async fn main() -> Result<()> {
     if args.frontend_port != 0 {
         let dir = args.frontend_dir.clone().or_else(|| Some(PathBuf::from("frontend/dist")).filter(|d| d.join("index.html").is_file()));
         let addr = format!("{}:{}", args.service.host, args.frontend_port);
+        let scheme = if ctx.uses_tls() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the frontend on {addr}"))?;
         match &dir {
-            Some(d) => tracing::info!(url = %format!("http://{addr}"), dir = %d.display(), "frontend"),
-            None => tracing::warn!(url = %format!("http://{addr}"), "frontend not built (frontend/dist missing): serving the token endpoint only"),
+            Some(d) => tracing::info!(url = %format!("{scheme}://{addr}"), dir = %d.display(), "frontend"),
+            None => {
+                tracing::warn!(url = %format!("{scheme}://{addr}"), "frontend not built (frontend/dist missing): serving the token endpoint only")
+            }
         }
         let app = http::frontend(token_service.clone(), dir);
-        let token = ctx.shutdown.clone();
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await });
+        // The browser-facing port gets the same TLS, header deadline and connection cap as the API.
+        tokio::spawn(voice_runtime::transport::serve_http(listener, app, ctx.connection_policy(false), ctx.shutdown.clone()));
     }
 
     // Load the VAD and LiveKit's core off the async threads; then the agent can take rooms.
