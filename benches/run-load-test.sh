@@ -11,7 +11,8 @@
 #
 # Usage: benches/run-load-test.sh [stt llm tts embed agent]
 # Env: LOAD_BIN_DIR (default $CARGO_TARGET_DIR/release; CI uses the debug build), LOAD_CLIENTS,
-#      LOAD_SECONDS, LOAD_KILL_AT, LOAD_KILL=0 to skip the kill runs, LOAD_DEVICE (cpu).
+#      LOAD_SECONDS, LOAD_KILL_AT, LOAD_KILL=0 to skip the kill runs, LOAD_DEVICE (cpu),
+#      LOAD_SERVICE_FLAGS (added to every service, e.g. "--max-queue 8": CI drains faster).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -51,7 +52,7 @@ start_cmd() {
     agent) extra="--livekit-url ws://127.0.0.1:1 --frontend-port 0" ;;
   esac
   echo "VOICE_AGENT_LIVEKIT_API_KEY=load VOICE_AGENT_LIVEKIT_API_SECRET=load-test-secret-0123456789abcdef \
-$BIN/voice-$svc --device $DEVICE --log-format json --port $port --grpc-port $grpc $extra >> $WORK/$svc.log 2>&1 & echo \$! > $WORK/$svc.pid"
+$BIN/voice-$svc --device $DEVICE --log-format json --port $port --grpc-port $grpc $extra ${LOAD_SERVICE_FLAGS:-} >> $WORK/$svc.log 2>&1 & echo \$! > $WORK/$svc.pid"
 }
 
 wait_ready() { # port pidfile

@@ -248,6 +248,18 @@ impl Ffi {
         }
     }
 
+    /// Decode and route one event as if the library had sent it, on an instance with no library
+    /// (no rooms, no calls): what the fuzz target `livekit_event` drives. Arbitrary bytes must
+    /// never panic, and what it keeps (unclaimed replies) stays bounded.
+    #[doc(hidden)]
+    pub fn dispatch_detached(bytes: &[u8]) {
+        unsafe extern "C" fn drop_nothing(_: u64) -> bool {
+            false
+        }
+        static DETACHED: std::sync::OnceLock<Arc<Ffi>> = std::sync::OnceLock::new();
+        DETACHED.get_or_init(|| Arc::new(Ffi::empty(drop_nothing))).dispatch(bytes);
+    }
+
     /// An instance without a library, for unit tests of the event routing.
     #[cfg(test)]
     pub(crate) fn for_tests(drop_fn: DropHandleFn) -> Arc<Ffi> {

@@ -12,6 +12,7 @@
 
 pub mod cpu_llama;
 pub mod engine;
+pub mod gguf_check;
 pub mod model;
 pub mod sampling;
 pub mod spm;

@@ -66,12 +66,18 @@ fn md_u64(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -
     md.get(key).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
 }
 
+/// Read a GGUF header: bounds-checked first ([`crate::gguf_check`]), then candle's reader.
+pub fn read_gguf<R: std::io::Read + std::io::Seek>(r: &mut R) -> Result<gguf_file::Content> {
+    crate::gguf_check::check_header(r)?;
+    gguf_file::Content::read(r).map_err(|e| anyhow!("{e}"))
+}
+
 /// Estimate a model's device footprint before loading (weights + K/V for `sequences` x `context`).
 pub fn estimate_bytes(dir: &Path, context: usize, sequences: usize) -> Result<u64> {
     let gguf = dir.join("model.gguf");
     if gguf.is_file() {
         let mut f = fs::File::open(&gguf)?;
-        let ct = gguf_file::Content::read(&mut f).map_err(|e| anyhow!("reading {}: {e}", gguf.display()))?;
+        let ct = read_gguf(&mut f).with_context(|| format!("reading {}", gguf.display()))?;
         let arch = ct.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
         let layers = md_u64(&ct.metadata, &format!("{arch}.block_count")).unwrap_or(0);
         let heads_kv = md_u64(&ct.metadata, &format!("{arch}.attention.head_count_kv")).unwrap_or(1);
@@ -116,7 +122,7 @@ impl LoadedModel {
 
     fn load_gguf(id: &str, path: &Path, device: &Device, max_context: usize) -> Result<Self> {
         let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let ct = gguf_file::Content::read(&mut f).map_err(|e| anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+        let ct = read_gguf(&mut f).with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
         let md = ct.metadata.clone();
         let arch = md
             .get("general.architecture")

@@ -1,0 +1,136 @@
+//! A bounds check of a GGUF header before candle reads it.
+//!
+//! candle's reader trusts the lengths in the file: a string or array length of 2^60 becomes an
+//! allocation of that size (an abort, not an error). This walk reads the same header — counts,
+//! keys, typed values, nested arrays, tensor infos — and checks every length against the bytes
+//! that remain, so a corrupt or hostile file is refused with a message before any allocation.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// Deepest array nesting accepted (real files use 1).
+const MAX_ARRAY_DEPTH: usize = 4;
+/// Most dimensions of a tensor (ggml has 4).
+const MAX_DIMS: u32 = 8;
+
+struct Walk<'a, R> {
+    r: &'a mut R,
+    remaining: u64,
+    /// GGUF v1 stores counts and lengths as u32, later versions as u64.
+    wide: bool,
+}
+
+impl<R: Read> Walk<'_, R> {
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
+        ensure!(self.remaining >= N as u64, "GGUF header truncated");
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).context("GGUF header truncated")?;
+        self.remaining -= N as u64;
+        Ok(b)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes::<4>()?))
+    }
+    fn len(&mut self) -> Result<u64> {
+        Ok(if self.wide { u64::from_le_bytes(self.bytes::<8>()?) } else { self.u32()? as u64 })
+    }
+    /// Skip `n` bytes the header says follow, refusing lengths past the end of the file.
+    fn skip(&mut self, n: u64, what: &str) -> Result<()> {
+        ensure!(n <= self.remaining, "GGUF {what} of {n} bytes runs past the end of the file ({} bytes left)", self.remaining);
+        std::io::copy(&mut (&mut *self.r).take(n), &mut std::io::sink()).context("GGUF header truncated")?;
+        self.remaining -= n;
+        Ok(())
+    }
+    fn string(&mut self, what: &str) -> Result<()> {
+        let n = self.len()?;
+        self.skip(n, what)
+    }
+    fn value(&mut self, ty: u32, depth: usize) -> Result<()> {
+        match ty {
+            0 | 1 | 7 => self.skip(1, "value"),
+            2 | 3 => self.skip(2, "value"),
+            4..=6 => self.skip(4, "value"),
+            10..=12 => self.skip(8, "value"),
+            8 => self.string("string value"),
+            9 => {
+                ensure!(depth < MAX_ARRAY_DEPTH, "GGUF arrays nested deeper than {MAX_ARRAY_DEPTH}");
+                let item = self.u32()?;
+                let n = self.len()?;
+                // Every item takes at least one byte: a count beyond the file is a lie.
+                ensure!(n <= self.remaining, "GGUF array of {n} items runs past the end of the file");
+                for _ in 0..n {
+                    self.value(item, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => bail!("GGUF value of unknown type {other}"),
+        }
+    }
+}
+
+/// Check the header of the GGUF file in `r` (left at the start again).
+pub fn check_header<R: Read + Seek>(r: &mut R) -> Result<()> {
+    let start = r.stream_position()?;
+    let end = r.seek(SeekFrom::End(0))?;
+    r.seek(SeekFrom::Start(start))?;
+    let mut w = Walk { r, remaining: end.saturating_sub(start), wide: true };
+    ensure!(&w.bytes::<4>()? == b"GGUF", "not a GGUF file (bad magic)");
+    let version = w.u32()?;
+    ensure!((1..=3).contains(&version), "GGUF version {version} is not supported (1-3)");
+    w.wide = version >= 2;
+    let tensors = w.len()?;
+    let kvs = w.len()?;
+    // A key-value pair takes at least 12 bytes, a tensor info at least 16.
+    ensure!(kvs <= w.remaining / 12 && tensors <= w.remaining / 16, "GGUF header counts ({kvs} keys, {tensors} tensors) exceed the file");
+    for _ in 0..kvs {
+        w.string("key")?;
+        let ty = w.u32()?;
+        w.value(ty, 0)?;
+    }
+    for _ in 0..tensors {
+        w.string("tensor name")?;
+        let dims = w.u32()?;
+        ensure!(dims <= MAX_DIMS, "GGUF tensor with {dims} dimensions");
+        w.skip(dims as u64 * if w.wide { 8 } else { 4 }, "tensor shape")?;
+        w.skip(4 + 8, "tensor type and offset")?;
+    }
+    w.r.seek(SeekFrom::Start(start))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn header(kvs: &[u8], kv_count: u64) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(kv_count.to_le_bytes());
+        b.extend(kvs);
+        b
+    }
+
+    #[test]
+    fn sane_header_passes_and_lying_lengths_fail() {
+        let mut kv = vec![];
+        kv.extend(4u64.to_le_bytes());
+        kv.extend(b"name");
+        kv.extend(8u32.to_le_bytes());
+        kv.extend(5u64.to_le_bytes());
+        kv.extend(b"llama");
+        check_header(&mut Cursor::new(header(&kv, 1))).unwrap();
+
+        let mut huge = vec![];
+        huge.extend(4u64.to_le_bytes());
+        huge.extend(b"name");
+        huge.extend(8u32.to_le_bytes());
+        huge.extend((1u64 << 60).to_le_bytes());
+        let err = check_header(&mut Cursor::new(header(&huge, 1))).unwrap_err();
+        assert!(err.to_string().contains("past the end"), "{err}");
+        assert!(check_header(&mut Cursor::new(header(&[], u64::MAX))).is_err());
+        assert!(check_header(&mut Cursor::new(b"GGML".to_vec())).is_err());
+    }
+}
