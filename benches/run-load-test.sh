@@ -5,7 +5,9 @@
 #      served correctly or refused with 429/503 + Retry-After), peak RSS, p50/p99;
 #   2. the same load with `kill -9` of the service at LOAD_KILL_AT (5 s) and a restart on the same
 #      ports: only requests in flight at the kill or sent while it was down may fail (transport
-#      errors), served correctly again after the restart, voice-embed loses no acknowledged document.
+#      errors), served correctly again after the restart, voice-embed loses no acknowledged document;
+#   3. HTTP_FUZZ_SECONDS (30; 0 skips) of `http-fuzz` (benches/src/http_fuzz.rs): mutated JSON and
+#      multipart bodies of every route; no 5xx (bar 503 + Retry-After), no dropped connection, alive after.
 # Results: one JSON object per run in $LOAD_RESULTS (default /tmp/voice-load/results.jsonl) and a
 # table on stdout. Exit 1 if any run failed.
 #
@@ -30,7 +32,7 @@ mkdir -p "$(dirname "$RESULTS")"
 services=("$@")
 [[ ${#services[@]} -gt 0 ]] || services=(stt llm tts embed agent)
 
-for b in load-test voice-stt voice-llm voice-tts voice-embed voice-agent; do
+for b in load-test http-fuzz voice-stt voice-llm voice-tts voice-embed voice-agent; do
   [[ -x $BIN/$b ]] || { echo "missing $BIN/$b: cargo build --release --workspace (or set LOAD_BIN_DIR)" >&2; exit 1; }
 done
 
@@ -72,12 +74,16 @@ run() { # svc mode
   sh -c "$cmd"
   wait_ready "$port" "$WORK/$svc.pid"
   local args=(--target "$svc" --url "http://127.0.0.1:$port" --clients "$CLIENTS" --duration "${SECONDS_PER_RUN}s" --pid "$(cat "$WORK/$svc.pid")")
+  local tool=load-test
   if [[ $mode == kill ]]; then
     args+=(--kill-at "${KILL_AT}s" --restart "$cmd" --pid-file "$WORK/$svc.pid")
+  elif [[ $mode == fuzz ]]; then
+    tool=http-fuzz
+    args=(--target "$svc" --url "http://127.0.0.1:$port" --duration "${HTTP_FUZZ_SECONDS:-30}s" --crashes "${HTTP_FUZZ_CRASHES:-/tmp/voice-http-fuzz}")
   fi
-  log "load-test $svc ($mode): $CLIENTS clients, ${SECONDS_PER_RUN}s"
+  log "$tool $svc ($mode)"
   local out status=0
-  out=$("$BIN/load-test" "${args[@]}" 2> "$WORK/$svc-$mode.err") || status=$?
+  out=$("$BIN/$tool" "${args[@]}" 2> "$WORK/$svc-$mode.err") || status=$?
   cat "$WORK/$svc-$mode.err" >&2
   echo "$out" | python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); d['mode']='$mode'; d['ok']=$status==0; print(json.dumps(d))" >> "$RESULTS"
   kill -TERM "$(cat "$WORK/$svc.pid")" 2>/dev/null || true
@@ -90,11 +96,14 @@ run() { # svc mode
 for svc in "${services[@]}"; do
   run "$svc" load
   [[ ${LOAD_KILL:-1} == 0 ]] || run "$svc" kill
+  [[ ${HTTP_FUZZ_SECONDS:-30} == 0 ]] || run "$svc" fuzz
 done
 
 python3 - "$RESULTS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+fuzz = [r for r in rows if r.get("mode") == "fuzz"]
+rows = [r for r in rows if r.get("mode") != "fuzz"]
 print("| service | run | clients | s | requests | served | 429 | 503 | failures | served/s | p50 ms | p99 ms | peak RSS MB | kill: errors in window, served again at | docs acked/lost | ok |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
@@ -102,5 +111,12 @@ for r in rows:
     kill = f"{k.get('transport_errors_in_window')} errors, {k.get('killed_at_ms')} -> {k.get('served_again_at_ms')} ms" if k else "-"
     docs = f"{r.get('acknowledged_documents')}/{r.get('lost_documents')}" if r.get("target") == "embed" else "-"
     print(f"| {r.get('target')} | {r['mode']} | {r.get('clients')} | {r.get('seconds')} | {r.get('requests')} | {r.get('served')} | {r.get('refused_429')} | {r.get('refused_503')} | {r.get('failures')} | {r.get('served_per_second')} | {r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('peak_rss_mb')} | {kill} | {docs} | {'yes' if r['ok'] else 'NO'} |")
+if fuzz:
+    print()
+    print("| service | http-fuzz s | executions | failures | statuses | alive after | ok |")
+    print("|---|---|---|---|---|---|---|")
+    for r in fuzz:
+        st = ", ".join(f"{k}: {v}" for k, v in (r.get("statuses") or {}).items())
+        print(f"| {r.get('target')} | {r.get('seconds')} | {r.get('executions')} | {r.get('failures')} | {st} | {r.get('alive_after')} | {'yes' if r['ok'] else 'NO'} |")
 PY
 exit $failed

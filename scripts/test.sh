@@ -37,10 +37,16 @@ log "frontend smoke test and the whole stack end to end in headless Chromium (te
 node tests/e2e/frontend_smoke.mjs > /dev/null
 E2E_BIN_DIR="$CARGO_TARGET_DIR/debug" tests/e2e/stack_e2e.sh
 
-log "load (64 clients) and kill -9 under load, every service (benches/run-load-test.sh)"
+log "load (64 clients), kill -9 under load and HTTP body fuzzing, every service (benches/run-load-test.sh)"
 # A shorter queue than the default 32 so the queued requests drain in seconds on 2 cores.
-LOAD_BIN_DIR="$CARGO_TARGET_DIR/debug" LOAD_SECONDS=${LOAD_SECONDS:-10} LOAD_SERVICE_FLAGS="--max-queue 8" \
-  "$REPO_ROOT/benches/run-load-test.sh"
+LOAD_BIN_DIR="$CARGO_TARGET_DIR/debug" LOAD_SECONDS=${LOAD_SECONDS:-10} HTTP_FUZZ_SECONDS=${HTTP_FUZZ_SECONDS:-20} \
+  LOAD_SERVICE_FLAGS="--max-queue 8" "$REPO_ROOT/benches/run-load-test.sh"
+
+log "cargo-fuzz: every parser of outside input, ${FUZZ_SECONDS:-30} s per target (scripts/fuzz.sh)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} "$REPO_ROOT/scripts/fuzz.sh"
+
+log "supply chain: cargo-deny licenses, bans, sources (scripts/supply-chain.sh)"
+"$REPO_ROOT/scripts/supply-chain.sh"
 
 log "Kubernetes manifests, scripts and images (deploy/validate.sh)"; "$REPO_ROOT/deploy/validate.sh"
 log "all tests passed"

@@ -17,12 +17,15 @@
 # LiveKit keys: the base ships DEVELOPMENT values (deploy/base/livekit/livekit-keys.dev.env).
 # Real ones:  key=$(openssl rand -hex 8); secret=$(openssl rand -hex 32), written into that
 # file (or a private overlay's secretGenerator) before deploying; see KUBERNETES_DEPLOYMENT_GUIDE.md.
+# API keys: DEVELOPMENT values too (deploy/base/api-keys/keys.dev.txt: the bearer keys voice-stt,
+# -llm, -embed and -tts accept; agent-key.dev.txt: the one voice-agent sends). Real ones:
+# openssl rand -hex 32, written into those files before deploying; see deploy/README.md, "API keys".
 set -euo pipefail
 # shellcheck source=deploy/scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 overlay="" timeout=900s fetch_timeout=3600s host=voice.local tls_cert="" tls_key="" verify=1
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 need_value() { [ "$2" -ge 2 ] || die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of a deployed voice-ai stack, beyond verify-deployment.sh:
 #   1. verify-deployment.sh (security labels, policies, availability, devices, metrics)
-#   2. the APIs: GET /v1/models on each model service; with --audio, a real transcription
+#   2. the APIs: GET /v1/models on each model service; with --audio, a real transcription (both
+#      with the bearer key voice-agent sends, read from the voice-api-keys Secret)
 #   3. every pod runs as non-root with a read-only root filesystem
 #   4. the HPAs exist and the queue-depth custom metric is served (prometheus-adapter)
 #   5. the ingress answers over TLS with the security headers
@@ -15,7 +16,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 overlay="" audio="" ingress_ip=127.0.0.1 host=voice.local disruption=0 timeout=600s
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --overlay) [ $# -ge 2 ] || die "--overlay needs a value"; overlay="$2"; shift ;;
@@ -50,7 +51,8 @@ if "$DEPLOY_DIR/scripts/verify-deployment.sh" "${verify_args[@]}"; then ok "veri
 
 pf_pid=""
 stop_pf() { if [ -n "$pf_pid" ]; then kill "$pf_pid" 2>/dev/null || true; wait "$pf_pid" 2>/dev/null || true; pf_pid=""; fi; }
-trap stop_pf EXIT
+work="$(mktemp -d -t voice-test.XXXXXX)"
+trap 'stop_pf; rm -rf "$work"' EXIT
 forward() { # service port -> local port (port + 20000), waits until /healthz answers
   local name="$1" port="$2" lp=$(($2 + 20000))
   print_cmd kubectl -n "$NAMESPACE" port-forward "svc/$name" "$lp:$port"
@@ -64,25 +66,51 @@ forward() { # service port -> local port (port + 20000), waits until /healthz an
   return 1
 }
 
-# 2. APIs.
+# 2. APIs. The model services want `Authorization: Bearer <key>` (deploy/README.md, "API keys"):
+# the key voice-agent sends, from the Secret its api-keys volume names (kustomize's hash suffix is
+# part of the name). It goes into a private header file for `curl -H @file`: never on a command
+# line, never printed.
+auth="$work/authorization"
+api_key_header() {
+  local secret key
+  local volume='jsonpath={.spec.template.spec.volumes[?(@.name=="api-keys")].secret.secretName}'
+  local item='go-template={{index .data "agent-key"}}'
+  print_cmd kubectl -n "$NAMESPACE" get deployment voice-agent -o "$volume"
+  if [ "$DRY_RUN" = 1 ]; then
+    print_cmd kubectl -n "$NAMESPACE" get secret 'voice-api-keys-<hash>' -o "$item"
+    return 0
+  fi
+  secret="$(kubectl -n "$NAMESPACE" get deployment voice-agent -o "$volume" 2>/dev/null)" || secret=""
+  [ -n "$secret" ] || return 1
+  print_cmd kubectl -n "$NAMESPACE" get secret "$secret" -o "$item"
+  key="$(kubectl -n "$NAMESPACE" get secret "$secret" -o "$item" 2>/dev/null | base64 -d 2>/dev/null | tr -d '[:space:]')" || key=""
+  [ -n "$key" ] || return 1
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$key" >"$auth")
+}
+auth_args=()
+if api_key_header; then
+  auth_args=(-H "@$auth")
+else
+  warn "no API key found (voice-agent's api-keys volume / Secret voice-api-keys): calling the APIs without one"
+fi
 for svc in "${MODEL_SERVICES[@]}"; do
   name="voice-$svc"
   port="$(service_http_port "$name")"
   lp=$((port + 20000))
   if ! forward "$name" "$port"; then bad "$name: port-forward/healthz failed"; stop_pf; continue; fi
   [ "$svc" = agent ] && { stop_pf; continue; }   # the agent has no /v1/models
-  print_cmd curl -fsS "http://127.0.0.1:$lp/v1/models"
-  models="$([ "$DRY_RUN" = 1 ] || curl -fsS "http://127.0.0.1:$lp/v1/models" 2>/dev/null || true)"
+  print_cmd curl -fsS "${auth_args[@]}" "http://127.0.0.1:$lp/v1/models"
+  models="$([ "$DRY_RUN" = 1 ] || curl -fsS "${auth_args[@]}" "http://127.0.0.1:$lp/v1/models" 2>/dev/null || true)"
   if [ "$DRY_RUN" = 1 ] || grep -q '"data"' <<<"$models"; then
     ok "$name GET /v1/models"
   else
     bad "$name GET /v1/models did not list models"
   fi
   if [ "$svc" = stt ] && [ -n "$audio" ]; then
-    print_cmd curl -fsS "http://127.0.0.1:$lp/v1/audio/transcriptions" -F "file=@$audio"
+    print_cmd curl -fsS "${auth_args[@]}" "http://127.0.0.1:$lp/v1/audio/transcriptions" -F "file=@$audio"
     if [ "$DRY_RUN" = 1 ]; then
       ok "voice-stt transcription (dry run)"
-    elif text="$(curl -fsS "http://127.0.0.1:$lp/v1/audio/transcriptions" -F "file=@$audio" 2>/dev/null)" \
+    elif text="$(curl -fsS "${auth_args[@]}" "http://127.0.0.1:$lp/v1/audio/transcriptions" -F "file=@$audio" 2>/dev/null)" \
       && grep -q '"text":"[^"]' <<<"$text"; then
       ok "voice-stt transcribed $audio: $text"
     else

@@ -3,6 +3,7 @@
 Every fake records its arguments; the tests assert which commands run, in which order, with
 which overlay for the detected hardware, and what happens when a step fails.
 """
+import base64
 import json
 
 import pytest
@@ -327,6 +328,33 @@ def test_complete_deployment_disruption_failure_is_reported(env):
     assert "FAIL voice-stt did not recover within 3s" in p.stdout
     assert_in_order(env.calls("kubectl"), "delete pod -l app.kubernetes.io/name=voice-stt",
                     "wait --for=condition=Available deployment/voice-stt", "describe deployment voice-stt")
+
+
+
+def test_complete_deployment_sends_the_agents_api_key_without_showing_it(env):
+    healthy_services(env, {s: "cpu" for s in MODEL_SERVICES})
+    env.rule("curl", "/healthz", '{"status":"ok"}')
+    env.rule("curl", "/v1/models", '{"object":"list","data":[]}')
+    # The Secret's name carries kustomize's hash: found through the agent's api-keys volume.
+    env.rule("kubectl", "get deployment voice-agent -o jsonpath=.*api-keys", "voice-api-keys-abc1234567")
+    key = "s3cret-test-key-0123"
+    env.rule("kubectl", "get secret voice-api-keys-abc1234567", base64.b64encode(f"{key}\n".encode()).decode())
+    p = env.run("deploy/scripts/test-complete-deployment.sh", "--overlay", "cpu", check=False)
+    models = [c for c in env.calls("curl") if "/v1/models" in c]
+    assert len(models) == 4 and all(" -H @" in c for c in models), models
+    assert "PASS voice-stt GET /v1/models" in p.stdout
+    assert key not in p.output and not any(key in c for c in env.calls())
+    assert "no API key found" not in p.stderr
+
+
+def test_complete_deployment_without_api_key_warns_and_goes_on(env):
+    healthy_services(env, {s: "cpu" for s in MODEL_SERVICES})
+    env.rule("curl", "/healthz", '{"status":"ok"}')
+    env.rule("curl", "/v1/models", '{"object":"list","data":[]}')
+    p = env.run("deploy/scripts/test-complete-deployment.sh", "--overlay", "cpu", check=False)
+    assert "no API key found" in p.stderr
+    assert not any(" -H @" in c for c in env.calls("curl"))
+    assert "PASS voice-llm GET /v1/models" in p.stdout
 
 
 # ---------------------------------------------------------------- build-images.sh

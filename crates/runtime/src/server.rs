@@ -383,6 +383,48 @@ async fn metrics_text(State(ctx): State<ServiceContext>) -> Response {
 /// Per API request: refuse bodies over the limit by Content-Length before reading them, bound
 /// the whole request in time, and count it.
 async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, next: Next) -> Response {
+    // A request answered without its body being read (401, 413, 429, a validation error first)
+    // leaves unread bytes on the connection: hyper then closes it after the response, and a
+    // client that reuses it for its next request sees a reset. Saying `Connection: close` in
+    // that response tells the client not to reuse it.
+    let (parts, body) = req.into_parts();
+    let had_body = !http_body::Body::is_end_stream(&body);
+    let finished = Arc::new(AtomicBool::new(false));
+    let req = Request::from_parts(parts, axum::body::Body::new(TrackedBody { inner: body, finished: finished.clone() }));
+    let mut response = admit_and_run(ctx, req, next).await;
+    if had_body && !finished.load(Ordering::SeqCst) {
+        response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that records when it has been read to the end.
+struct TrackedBody {
+    inner: axum::body::Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.finished.store(true, Ordering::SeqCst);
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn admit_and_run(ctx: ServiceContext, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let start = Instant::now();

@@ -31,6 +31,11 @@ pub const NAMESPACE: &str = "voice-ai";
 pub const GPU_TOTAL_GB: f64 = 32.0;
 /// Secrets the manifests name that the deploy script creates (not rendered).
 pub const EXTERNAL_SECRETS: [&str; 1] = ["voice-ai-tls"];
+/// The Secret with the services' bearer keys (generated: kustomize adds a `-<hash>` suffix).
+pub const API_KEYS_SECRET: &str = "voice-api-keys";
+/// The services whose API takes a key (`--api-key-file`, the Secret's `keys`); voice-agent sends
+/// one to them (`--backend-api-key-file`, the Secret's `agent-key`) and takes none itself.
+pub const KEYED_SERVICES: [&str; 4] = ["stt", "llm", "embed", "tts"];
 
 /// (namespace, kind, name) -> the rules it may break, with the reason. Nothing else is exempt.
 pub const SECURITY_EXCEPTIONS: [(&str, &str, &str, &[&str], &str); 1] = [(
@@ -1134,6 +1139,186 @@ pub fn check_gpu(docs: &[Doc]) -> Vec<String> {
             }
             if images.iter().any(|i| i.contains("cuda")) {
                 p.push(format!("{id}: CPU pod runs a CUDA image {images:?}"));
+            }
+        }
+    }
+    p
+}
+
+// ------------------------------------------------------------------------------------ API keys
+
+/// Is `name` the generated object `base`: as written, or with kustomize's `-<hash>` suffix?
+pub fn is_generated_name(name: &str, base: &str) -> bool {
+    name == base
+        || name
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|h| h.len() == 10 && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
+/// A Secret's entries as text (`data` decoded like the API server does, then `stringData`).
+pub fn secret_data(doc: &Doc) -> Result<BTreeMap<String, String>, String> {
+    let secret: k8s_openapi::api::core::v1::Secret = strict(&doc.value)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in secret.data.unwrap_or_default() {
+        out.insert(k.clone(), String::from_utf8(v.0).map_err(|_| format!("data.{k} is not UTF-8"))?);
+    }
+    out.extend(secret.string_data.unwrap_or_default());
+    Ok(out)
+}
+
+/// The keys of an `--api-key-file`: one per line, `#` comments (the runtime's ApiKeys::load).
+pub fn api_key_lines(text: &str) -> Vec<&str> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+}
+
+/// A file a container sees through a Secret volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    pub volume: String,
+    pub secret: String,
+    /// The Secret's entry the file holds.
+    pub key: String,
+    pub read_only: bool,
+}
+
+/// Which Secret entry the file `path` is inside `container` of `pod` (None: not a file of a Secret
+/// volume).
+pub fn secret_file(pod: &Value, container: &Value, path: &str) -> Option<SecretFile> {
+    arr(container, "volumeMounts").iter().find_map(|m| {
+        let mount = str_at(m, "mountPath")?.trim_end_matches('/');
+        let below = if path == mount { "" } else { path.strip_prefix(mount)?.strip_prefix('/')? };
+        let rel = match (str_at(m, "subPath").filter(|s| !s.is_empty()), below) {
+            (Some(sub), "") => sub.to_string(),
+            (Some(sub), below) => format!("{sub}/{below}"),
+            (None, below) => below.to_string(),
+        };
+        let name = str_at(m, "name")?;
+        let volume = arr(pod, "volumes").iter().find(|v| str_at(v, "name") == Some(name))?;
+        let secret = str_at(volume, "secret.secretName")?;
+        let items = arr(volume, "secret.items");
+        let key = if items.is_empty() {
+            // Without items every entry is a file named after its key.
+            Some(rel.clone()).filter(|r| !r.is_empty() && !r.contains('/'))
+        } else {
+            items.iter().find(|i| str_at(i, "path") == Some(rel.as_str())).and_then(|i| str_at(i, "key")).map(str::to_string)
+        }?;
+        Some(SecretFile { volume: name.to_string(), secret: secret.to_string(), key, read_only: m.get("readOnly") == Some(&Value::Bool(true)) })
+    })
+}
+
+/// API keys: each keyed service reads the accepted keys from a file of the voice-api-keys Secret
+/// (its `keys` entry, and nothing else of it), voice-agent the key it sends (`agent-key`, a line of
+/// `keys`) and takes none itself (its /api/token is public: a per-client rate limit instead); no
+/// plain env value or ConfigMap carries a key.
+pub fn check_api_keys(docs: &[Doc]) -> Vec<String> {
+    let mut p = Vec::new();
+    let found: Vec<&Doc> = of_kind(docs, "Secret").filter(|d| d.ns() == NAMESPACE && is_generated_name(&d.name, API_KEYS_SECRET)).collect();
+    let secret = match found.as_slice() {
+        [one] => *one,
+        [] => return vec![format!("Secret {NAMESPACE}/{API_KEYS_SECRET} not rendered")],
+        many => return vec![format!("several {API_KEYS_SECRET} Secrets: {:?}", many.iter().map(|d| d.id()).collect::<Vec<_>>())],
+    };
+    let data = match secret_data(secret) {
+        Ok(d) => d,
+        Err(e) => return vec![format!("{}: {e}", secret.id())],
+    };
+    let accepted = data.get("keys").map(|t| api_key_lines(t)).unwrap_or_default();
+    if accepted.is_empty() {
+        p.push(format!("{}: `keys` holds no key (auth would be off)", secret.id()));
+    }
+    for (i, k) in accepted.iter().enumerate() {
+        if k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.push(format!("{}: key #{} of `keys` contains spaces or control characters", secret.id(), i + 1));
+        }
+    }
+    let agent_key = data.get("agent-key").map(|t| t.trim()).unwrap_or("");
+    if agent_key.is_empty() {
+        p.push(format!("{}: `agent-key` missing or empty", secret.id()));
+    } else if agent_key.lines().count() > 1 {
+        p.push(format!("{}: `agent-key` must be one key (its whole content is sent)", secret.id()));
+    } else if !accepted.contains(&agent_key) {
+        p.push(format!("{}: `agent-key` is not a line of `keys`: the services would refuse the agent", secret.id()));
+    }
+
+    let mut files: Vec<(String, String, &str)> =
+        KEYED_SERVICES.iter().map(|s| (format!("voice-{s}"), format!("{}_API_KEY_FILE", env_prefix(s)), "keys")).collect();
+    files.push(("voice-agent".into(), "VOICE_AGENT_BACKEND_API_KEY_FILE".into(), "agent-key"));
+    for (deployment, var, key) in &files {
+        let Some(d) = find(docs, "Deployment", deployment) else {
+            p.push(format!("Deployment {deployment} missing"));
+            continue;
+        };
+        let Some(c) = main_container(docs, deployment) else {
+            continue;
+        };
+        let pod = get(&d.value, "spec.template.spec").unwrap_or(&Value::Null);
+        match env_value(c, var) {
+            None => p.push(format!("{}: env {var} missing (a plain path into the {API_KEYS_SECRET} volume)", d.id())),
+            Some(path) => match secret_file(pod, c, path) {
+                None => p.push(format!("{}: {var}={path} is not a file of a Secret volume", d.id())),
+                Some(f) => {
+                    if f.secret != secret.name {
+                        p.push(format!("{}: {var}={path} comes from Secret {}, not {}", d.id(), f.secret, secret.name));
+                    }
+                    if f.key != *key {
+                        p.push(format!("{}: {var}={path} is the Secret's `{}`, want `{key}`", d.id(), f.key));
+                    }
+                    if !f.read_only {
+                        p.push(format!("{}: volumeMount {} must be readOnly", d.id(), f.volume));
+                    }
+                }
+            },
+        }
+        // The pod gets only the entry it needs.
+        for v in arr(pod, "volumes").iter().filter(|v| str_at(v, "secret.secretName") == Some(secret.name.as_str())) {
+            let items = arr(v, "secret.items");
+            let other: Vec<&str> = items.iter().filter_map(|i| str_at(i, "key")).filter(|k| k != key).collect();
+            if items.is_empty() || !other.is_empty() {
+                p.push(format!("{}: volume {} must hold only `{key}` of {} (items), has {other:?}", d.id(), scalar(&v["name"]), secret.name));
+            }
+        }
+    }
+
+    // voice-agent's HTTP API serves /api/token to browsers: no key, a per-client rate limit.
+    if let Some(c) = main_container(docs, "voice-agent") {
+        for var in ["VOICE_AGENT_API_KEY_FILE", "VOICE_AGENT_API_KEY"] {
+            if arr(c, "env").iter().any(|e| str_at(e, "name") == Some(var)) {
+                p.push(format!("Deployment voice-agent: {var} set, but its /api/token serves browsers through the ingress"));
+            }
+        }
+        let rate = env_value(c, "VOICE_AGENT_RATE_LIMIT").and_then(|r| r.parse::<f64>().ok()).unwrap_or(0.0);
+        if rate <= 0.0 {
+            p.push("Deployment voice-agent: VOICE_AGENT_RATE_LIMIT must be > 0 (its API is public)".into());
+        }
+        if env_value(c, "VOICE_AGENT_TRUST_FORWARDED_FOR") != Some("true") {
+            p.push("Deployment voice-agent: VOICE_AGENT_TRUST_FORWARDED_FOR must be true (behind Traefik every client has its address)".into());
+        }
+    }
+
+    // Keys only in the Secret.
+    let keys: Vec<&str> = accepted.iter().copied().chain(Some(agent_key).filter(|k| !k.is_empty())).collect();
+    let carries = |text: &str| keys.iter().any(|k| text.contains(k));
+    for w in workloads(docs) {
+        for c in w.containers() {
+            let cname = str_at(c, "name").unwrap_or("?");
+            for e in arr(c, "env") {
+                let (Some(name), Some(value)) = (str_at(e, "name"), str_at(e, "value")) else { continue };
+                if name.contains("API_KEY") && !name.ends_with("_FILE") {
+                    p.push(format!("{} {cname}: env {name} has a plain value: keys come from a Secret file", w.doc.id()));
+                } else if carries(value) {
+                    p.push(format!("{} {cname}: env {name} carries an API key in a plain value", w.doc.id()));
+                }
+            }
+            if arr(c, "args").iter().chain(arr(c, "command").iter()).filter_map(Value::as_str).any(carries) {
+                p.push(format!("{} {cname}: an API key on the command line", w.doc.id()));
+            }
+        }
+    }
+    for cm in of_kind(docs, "ConfigMap") {
+        for (k, v) in string_map(cm.value.get("data")) {
+            if carries(&v) {
+                p.push(format!("{}: data.{k} carries an API key", cm.id()));
             }
         }
     }

@@ -93,6 +93,16 @@ fn probes_rollouts_pdbs_and_drain() {
     on_every_overlay("lifecycle", check_lifecycle);
 }
 
+#[test]
+fn api_keys_come_from_the_secret_as_files() {
+    on_every_overlay("API keys", check_api_keys);
+    // What the repository ships is marked as such (deploy/README.md, "API keys").
+    let secret = of_kind(rendered("gpu"), "Secret").find(|d| is_generated_name(&d.name, API_KEYS_SECRET)).expect("voice-api-keys");
+    let data = secret_data(secret).unwrap();
+    assert!(data["keys"].contains("DEVELOPMENT VALUES ONLY"), "keys.dev.txt lost its warning");
+    assert!(api_key_lines(&data["keys"]).iter().all(|k| k.starts_with("dev-only-")), "only dev-only-* keys in the repository");
+}
+
 // ------------------------------------------------------------------------------ the seed's figures
 
 /// The table (GPU mode), plus voice-embed's own row.

@@ -223,3 +223,115 @@ fn quantities_parse() {
     assert!(is_dns1123_label("voice-stt") && !is_dns1123_label("-x") && !is_dns1123_label("A"));
     assert!(is_port_name("grpc") && !is_port_name("8001") && !is_port_name("a--b"));
 }
+
+// ------------------------------------------------------------------------------ API keys
+
+const KEY: &str = "dev-only-test-key";
+
+/// voice-api-keys and the five Deployments, as check_api_keys wants them.
+fn keyed() -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: voice-api-keys-abcde12345, namespace: voice-ai}}\n\
+         stringData:\n  keys: \"# comment\\n{KEY}\\nother-client-key\\n\"\n  agent-key: \"{KEY}\\n\"\n"
+    );
+    for svc in ["stt", "llm", "embed", "tts", "agent"] {
+        let (var, item) = if svc == "agent" {
+            ("VOICE_AGENT_BACKEND_API_KEY_FILE".to_string(), "agent-key")
+        } else {
+            (format!("VOICE_{}_API_KEY_FILE", svc.to_uppercase()), "keys")
+        };
+        let extra = if svc == "agent" {
+            "\n            - {name: VOICE_AGENT_RATE_LIMIT, value: \"2\"}\n            - {name: VOICE_AGENT_TRUST_FORWARDED_FOR, value: \"true\"}"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: voice-{svc}, namespace: voice-ai}}
+spec:
+  selector:
+    matchLabels: {{app.kubernetes.io/name: voice-{svc}}}
+  template:
+    metadata:
+      labels: {{app.kubernetes.io/name: voice-{svc}}}
+    spec:
+      containers:
+        - name: voice-{svc}
+          image: voice-ai/voice-{svc}:1
+          env:
+            - {{name: {var}, value: /etc/voice-ai/api-keys/{item}}}{extra}
+          volumeMounts:
+            - {{name: api-keys, mountPath: /etc/voice-ai/api-keys, readOnly: true}}
+      volumes:
+        - name: api-keys
+          secret:
+            secretName: voice-api-keys-abcde12345
+            items:
+              - {{key: {item}, path: {item}}}
+"#
+        ));
+    }
+    out
+}
+
+fn keyed_broken(from: &str, to: &str) -> Vec<Doc> {
+    let good = keyed();
+    assert!(good.contains(from), "fixture lacks {from:?}");
+    docs(&good.replacen(from, to, 1))
+}
+
+#[test]
+fn api_key_fixture_passes() {
+    let d = docs(&keyed());
+    assert!(check_strict(&d).is_empty(), "{:?}", check_strict(&d));
+    assert!(check_api_keys(&d).is_empty(), "{:?}", check_api_keys(&d));
+    assert!(is_generated_name("voice-api-keys-abcde12345", API_KEYS_SECRET) && is_generated_name("voice-api-keys", API_KEYS_SECRET));
+    assert!(!is_generated_name("voice-api-keys-old", API_KEYS_SECRET));
+}
+
+#[test]
+fn api_key_problems_are_caught() {
+    // A key in a plain value, by name or by content.
+    assert_finds(
+        check_api_keys(&keyed_broken(
+            "            - {name: VOICE_STT_API_KEY_FILE",
+            "            - {name: VOICE_STT_API_KEY, value: x}\n            - {name: VOICE_STT_API_KEY_FILE",
+        )),
+        "env VOICE_STT_API_KEY has a plain value",
+    );
+    assert_finds(
+        check_api_keys(&keyed_broken(
+            "            - {name: VOICE_LLM_API_KEY_FILE",
+            &format!("            - {{name: TOKEN, value: \"Bearer {KEY}\"}}\n            - {{name: VOICE_LLM_API_KEY_FILE"),
+        )),
+        "env TOKEN carries an API key",
+    );
+    // The file is not the Secret's.
+    assert_finds(check_api_keys(&keyed_broken("value: /etc/voice-ai/api-keys/keys}", "value: /tmp/keys}")), "is not a file of a Secret volume");
+    assert_finds(check_api_keys(&keyed_broken("readOnly: true}", "readOnly: false}")), "must be readOnly");
+    // The agent takes no key of its own, and sends one the services accept.
+    assert_finds(
+        check_api_keys(&keyed_broken(
+            "{name: VOICE_AGENT_RATE_LIMIT",
+            "{name: VOICE_AGENT_API_KEY_FILE, value: /etc/voice-ai/api-keys/keys}\n            - {name: VOICE_AGENT_RATE_LIMIT",
+        )),
+        "VOICE_AGENT_API_KEY_FILE set",
+    );
+    assert_finds(check_api_keys(&keyed_broken("agent-key: \"dev-only-test-key", "agent-key: \"unknown-key")), "not a line of `keys`");
+    assert_finds(
+        check_api_keys(&keyed_broken("{name: VOICE_AGENT_RATE_LIMIT, value: \"2\"}", "{name: VOICE_AGENT_RATE_LIMIT, value: \"0\"}")),
+        "RATE_LIMIT must be > 0",
+    );
+    // A pod mounts every entry (the services would see agent-key, the agent the whole list).
+    assert_finds(
+        check_api_keys(&keyed_broken(
+            "            secretName: voice-api-keys-abcde12345\n            items:\n              - {key: keys, path: keys}\n",
+            "            secretName: voice-api-keys-abcde12345\n",
+        )),
+        "must hold only `keys`",
+    );
+    // No Secret at all.
+    assert_finds(check_api_keys(&keyed_broken("name: voice-api-keys-abcde12345, namespace", "name: other, namespace")), "not rendered");
+}
