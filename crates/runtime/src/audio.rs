@@ -78,6 +78,14 @@ pub fn decode(bytes: &[u8], max_duration_secs: f64) -> Result<Pcm, AudioError> {
         check_wav_header(bytes)?;
         hint.with_extension("wav");
     }
+    // symphonia panics on some malformed streams (found by the audio_decode fuzz target: a RIFF
+    // header with a zero sample rate found by the probe's scan after other bytes). A panic here
+    // would abort the request mid-response; it becomes a clear error instead.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_probed(bytes, hint, max_duration_secs)))
+        .unwrap_or_else(|_| Err(AudioError::Corrupt("the decoder failed on malformed data".into())))
+}
+
+fn decode_probed(bytes: &[u8], hint: Hint, max_duration_secs: f64) -> Result<Pcm, AudioError> {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), MediaSourceStreamOptions::default());
     let probed = symphonia::default::get_probe()
         .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType};
 use rayon::prelude::*;
 use voice_kernels::quant::{matmul_group, QMatrix, QType, QK};
@@ -75,13 +75,19 @@ pub fn can_load(ct: &gguf_file::Content) -> bool {
 fn read_tensor<R: Read + Seek>(ct: &gguf_file::Content, r: &mut R, name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>)> {
     let info = ct.tensor_infos.get(name).ok_or_else(|| anyhow!("the GGUF file lacks tensor `{name}`"))?;
     let dims = info.shape.dims().to_vec();
-    let elems: usize = dims.iter().product();
+    let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("tensor `{name}`: shape {dims:?} overflows"))?;
     let bs = info.ggml_dtype.block_size();
     if !elems.is_multiple_of(bs) {
         bail!("tensor `{name}`: {elems} elements is not a whole number of blocks");
     }
-    let bytes = elems / bs * info.ggml_dtype.type_size();
-    r.seek(SeekFrom::Start(ct.tensor_data_offset + info.offset))?;
+    let bytes = (elems / bs).checked_mul(info.ggml_dtype.type_size()).ok_or_else(|| anyhow!("tensor `{name}`: size overflows"))?;
+    // The data must lie inside the file before we allocate for it.
+    let start = ct.tensor_data_offset.checked_add(info.offset).ok_or_else(|| anyhow!("tensor `{name}`: offset overflows"))?;
+    let file_len = r.seek(SeekFrom::End(0))?;
+    if start.checked_add(bytes as u64).is_none_or(|end| end > file_len) {
+        bail!("tensor `{name}`: {bytes} bytes at offset {start} run past the end of the {file_len}-byte file");
+    }
+    r.seek(SeekFrom::Start(start))?;
     let mut buf = vec![0u8; bytes];
     r.read_exact(&mut buf).with_context(|| format!("reading tensor `{name}`"))?;
     Ok((info.ggml_dtype, dims, buf))
@@ -124,7 +130,11 @@ impl CpuLlama {
         let n_embd = u("embedding_length")?;
         let n_head = u("attention.head_count")?;
         let n_head_kv = u("attention.head_count_kv").unwrap_or(n_head);
+        // Zero or inconsistent sizes would divide by zero or index out of bounds further on.
+        ensure!(n_embd > 0 && n_head > 0 && n_head_kv > 0, "GGUF metadata: embedding_length, head_count and head_count_kv must be positive");
+        ensure!(n_head.is_multiple_of(n_head_kv), "GGUF metadata: head_count {n_head} is not a multiple of head_count_kv {n_head_kv}");
         let head_dim = u("rope.dimension_count").unwrap_or(n_embd / n_head);
+        ensure!(head_dim > 0, "GGUF metadata: the head dimension is 0");
         let cfg = LlamaConfig {
             n_layer: u("block_count")?,
             n_embd,
@@ -139,6 +149,10 @@ impl CpuLlama {
         };
         if n_head % n_head_kv != 0 || head_dim * n_head != n_embd || head_dim % 2 != 0 || n_embd % QK != 0 {
             bail!("unsupported llama shape: {n_embd} dims, {n_head} heads, {n_head_kv} kv heads, head dim {head_dim}");
+        }
+        // Each layer has nine tensors: a block count beyond that is a lie (and a huge allocation).
+        if cfg.n_layer > ct.tensor_infos.len() / 9 {
+            bail!("GGUF metadata claims {} layers but the file has {} tensors", cfg.n_layer, ct.tensor_infos.len());
         }
         let tok_embd = matrix(ct, r, "token_embd.weight")?;
         let mut layers = Vec::with_capacity(cfg.n_layer);

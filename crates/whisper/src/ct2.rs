@@ -117,6 +117,9 @@ impl Ct2Index {
             let dtype = Ct2DType::from_id(c.u8()?).with_context(|| format!("variable `{name}`"))?;
             let nbytes = c.u32()? as usize;
             let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("variable `{name}`: shape overflows"))?;
+            // With a zero dimension the count is 0 whatever the others are, but strides (products
+            // of the trailing dims) must still fit: refuse what candle could not lay out.
+            ensure!(dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d.max(1))).is_some(), "variable `{name}`: shape {dims:?} overflows");
             ensure!(
                 count.checked_mul(dtype.size()) == Some(nbytes),
                 "variable `{name}`: shape {dims:?} of {dtype:?} needs {} bytes but {nbytes} are stored",
