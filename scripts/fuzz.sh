@@ -4,7 +4,10 @@
 # fuzz/src/lib.rs). A crash fails the run; its input is copied to fuzz/regressions/<target>/ so
 # that, once fixed, `cargo test` in fuzz/ replays it forever (commit it with the fix).
 #
-# Usage: scripts/fuzz.sh [target...]     Env: FUZZ_SECONDS, FUZZ_RESULTS (JSON lines file)
+# Usage: scripts/fuzz.sh [target...]     Env: FUZZ_SECONDS, FUZZ_RESULTS (JSON lines file),
+#   FUZZ_SEED (default 1: the same inputs in the same order, from the committed seeds, so a CI run
+#   is a prefix of a longer local run), FUZZ_KEEP_CORPUS=1 (grow a corpus across runs in the cache,
+#   with a random seed: for exploring, not for CI).
 # Tools: cargo-fuzz 0.13.2 (pinned) installed into ~/.cache/voice-ai/tools. libFuzzer needs
 # rustc's -Z flags: RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them (no nightly here).
 set -euo pipefail
@@ -16,7 +19,14 @@ CARGO_FUZZ_VERSION=0.13.2
 TOOLS=$CACHE_ROOT/tools
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 RESULTS=${FUZZ_RESULTS:-$CACHE_ROOT/fuzz-results.jsonl}
-WORK=$CACHE_ROOT/fuzz-work
+if [[ ${FUZZ_KEEP_CORPUS:-0} == 1 ]]; then
+  WORK=$CACHE_ROOT/fuzz-work
+  SEED=${FUZZ_SEED:-0}
+else
+  WORK=$(mktemp -d /tmp/voice-fuzz.XXXXXX)
+  trap 'rm -rf "$WORK"' EXIT
+  SEED=${FUZZ_SEED:-1}
+fi
 export CARGO_TARGET_DIR=$CACHE_ROOT/fuzz-target
 export PATH=$TOOLS/bin:$PATH
 export RUSTC_BOOTSTRAP=1
@@ -41,7 +51,7 @@ for t in "${targets[@]}"; do
   log "fuzzing $t for ${SECONDS_EACH}s"
   status=0
   cargo fuzz run --dev --sanitizer none --features libfuzzer "$t" "$WORK/$t/corpus" "corpus/$t" -- \
-    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
+    -max_total_time="$SECONDS_EACH" -seed="$SEED" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="$WORK/$t/artifacts/" > "$WORK/$t/log" 2>&1 || status=$?
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$WORK/$t/log" | grep -oE '[0-9]+$' || echo 0)
   corpus=$(find "$WORK/$t/corpus" -type f | wc -l)

@@ -74,9 +74,23 @@ pub fn decode(bytes: &[u8], max_duration_secs: f64) -> Result<Pcm, AudioError> {
         return Err(AudioError::Empty);
     }
     let mut hint = Hint::new();
-    if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE" {
+    let is_wav = |b: &[u8]| b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WAVE";
+    if is_wav(bytes) {
         check_wav_header(bytes)?;
         hint.with_extension("wav");
+    } else {
+        // symphonia's probe scans past unknown leading bytes for a format marker, and its WAV
+        // reader panics on some headers (a zero sample rate): a RIFF/WAVE header it would find
+        // there gets our checks first. Files that start with another format's magic are left alone.
+        let other_magic = bytes.starts_with(b"fLaC")
+            || bytes.starts_with(b"OggS")
+            || bytes.starts_with(b"ID3")
+            || (bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0);
+        if !other_magic {
+            if let Some(at) = bytes.windows(4).position(|w| w == b"RIFF").filter(|&at| is_wav(&bytes[at..])) {
+                check_wav_header(&bytes[at..])?;
+            }
+        }
     }
     // symphonia panics on some malformed streams (found by the audio_decode fuzz target: a RIFF
     // header with a zero sample rate found by the probe's scan after other bytes). A panic here

@@ -29,6 +29,13 @@ impl<R: Read> Walk<'_, R> {
         self.remaining -= N as u64;
         Ok(b)
     }
+    fn take(&mut self, n: usize) -> Result<Vec<u8>> {
+        ensure!(n as u64 <= self.remaining, "GGUF header truncated");
+        let mut b = vec![0u8; n];
+        self.r.read_exact(&mut b).context("GGUF header truncated")?;
+        self.remaining -= n as u64;
+        Ok(b)
+    }
     fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.bytes::<4>()?))
     }
@@ -84,9 +91,24 @@ pub fn check_header<R: Read + Seek>(r: &mut R) -> Result<()> {
     // A key-value pair takes at least 12 bytes, a tensor info at least 16.
     ensure!(kvs <= w.remaining / 12 && tensors <= w.remaining / 16, "GGUF header counts ({kvs} keys, {tensors} tensors) exceed the file");
     for _ in 0..kvs {
-        w.string("key")?;
+        let key_len = w.len()?;
+        let key = if key_len <= 64 { w.take(key_len as usize)? } else { w.skip(key_len, "key").map(|_| vec![])? };
         let ty = w.u32()?;
-        w.value(ty, 0)?;
+        if key == b"general.alignment" && ty <= 5 {
+            // candle divides by it (0 = division by zero); the spec wants a power of two.
+            let v = match ty {
+                0 => w.bytes::<1>()?[0] as i64,
+                1 => w.bytes::<1>()?[0] as i8 as i64,
+                2 => u16::from_le_bytes(w.bytes::<2>()?) as i64,
+                3 => i16::from_le_bytes(w.bytes::<2>()?) as i64,
+                4 => u32::from_le_bytes(w.bytes::<4>()?) as i64,
+                _ => i32::from_le_bytes(w.bytes::<4>()?) as i64,
+            };
+            // Negative values make candle use its default alignment.
+            ensure!(v < 0 || (v as u64).is_power_of_two(), "GGUF general.alignment {v} is not a power of two");
+        } else {
+            w.value(ty, 0)?;
+        }
     }
     for _ in 0..tensors {
         w.string("tensor name")?;
@@ -132,5 +154,14 @@ mod tests {
         assert!(err.to_string().contains("past the end"), "{err}");
         assert!(check_header(&mut Cursor::new(header(&[], u64::MAX))).is_err());
         assert!(check_header(&mut Cursor::new(b"GGML".to_vec())).is_err());
+
+        // general.alignment = 0 (candle would divide by zero): refused.
+        let mut zero = vec![];
+        zero.extend(17u64.to_le_bytes());
+        zero.extend(b"general.alignment");
+        zero.extend(4u32.to_le_bytes());
+        zero.extend(0u32.to_le_bytes());
+        let err = check_header(&mut Cursor::new(header(&zero, 1))).unwrap_err();
+        assert!(err.to_string().contains("alignment"), "{err}");
     }
 }

@@ -170,6 +170,16 @@ fn pre_tokenizer(pre: &str) -> serde_json::Value {
 }
 
 fn byte_level_bpe(tokens: &[String], types: &[i32], merges: &[String], pre: &str) -> Result<tokenizers::Tokenizer> {
+    // tokenizers' BPE builder indexes a buffer by the merged token's length before it checks that
+    // the merge result is in the vocabulary (a panic on a corrupt file, found by the gguf_model
+    // fuzz target): check every merge here first.
+    let known: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+    for (i, m) in merges.iter().enumerate() {
+        let Some((a, b)) = m.split_once(' ') else { bail!("GGUF merge {i} `{m}` is not two tokens separated by a space") };
+        if !(known.contains(a) && known.contains(b) && known.contains(format!("{a}{b}").as_str())) {
+            bail!("GGUF merge {i} `{m}` uses or makes a token missing from the vocabulary");
+        }
+    }
     let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let added: Vec<serde_json::Value> = tokens
         .iter()
