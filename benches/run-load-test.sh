@@ -85,7 +85,7 @@ run() { # svc mode
   local out status=0
   out=$("$BIN/$tool" "${args[@]}" 2> "$WORK/$svc-$mode.err") || status=$?
   cat "$WORK/$svc-$mode.err" >&2
-  echo "$out" | python3 -c "import json,sys; d=json.loads(sys.stdin.read() or '{}'); d['mode']='$mode'; d['ok']=$status==0; print(json.dumps(d))" >> "$RESULTS"
+  echo "$out" | python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip() or '{}'); d['mode']='$mode'; d['ok']=$status==0; print(json.dumps(d))" >> "$RESULTS"
   kill -TERM "$(cat "$WORK/$svc.pid")" 2>/dev/null || true
   sleep 1
   kill -9 "$(cat "$WORK/$svc.pid")" 2>/dev/null || true

@@ -48,6 +48,11 @@ failed=0
 for t in "${targets[@]}"; do
   # The working corpus grows across runs (outside the clone); the committed seeds start it.
   mkdir -p "$WORK/$t/corpus" "$WORK/$t/artifacts"
+  # Every crash found before (fixed since) must run clean in the libFuzzer binary too.
+  if compgen -G "regressions/$t/*" > /dev/null; then
+    cargo fuzz run --dev --sanitizer none --features libfuzzer "$t" "regressions/$t" -- -runs=0 > "$WORK/$t/regressions.log" 2>&1 || {
+      log "$t: a regression input crashes again"; tail -n 40 "$WORK/$t/regressions.log" >&2; failed=1; }
+  fi
   log "fuzzing $t for ${SECONDS_EACH}s"
   status=0
   cargo fuzz run --dev --sanitizer none --features libfuzzer "$t" "$WORK/$t/corpus" "corpus/$t" -- \

@@ -13,17 +13,17 @@ CARGO_DENY_VERSION=0.20.2
 CARGO_AUDIT_VERSION=0.22.2
 TOOLS=$CACHE_ROOT/tools
 export PATH=$TOOLS/bin:$PATH
-install() { # crate version
-  if ! "$1" --version 2>/dev/null | grep -q "$2"; then
+install_tool() { # crate version
+  if ! "$1" --version 2>/dev/null | grep -qw "$2"; then
     log "installing $1 $2 into $TOOLS"
     CARGO_TARGET_DIR=$CACHE_ROOT/tools-build cargo install --locked --quiet --version "$2" --root "$TOOLS" "$1"
   fi
 }
-install cargo-deny "$CARGO_DENY_VERSION"
+install_tool cargo-deny "$CARGO_DENY_VERSION"
 log "cargo deny check licenses bans sources"
 cargo deny --log-level error check licenses bans sources
 if [[ ${1:-} == --advisories ]]; then
-  install cargo-audit "$CARGO_AUDIT_VERSION"
+  install_tool cargo-audit "$CARGO_AUDIT_VERSION"
   cargo deny check advisories
   cargo audit
 fi

@@ -89,6 +89,9 @@ struct Shared {
     /// Milliseconds since start: when the kill happened, and when the restarted service answered
     /// its first request correctly (u64::MAX = not yet).
     killed_at_ms: AtomicU64,
+    /// When the old process was gone and the restart began: only requests sent after it can
+    /// prove the service is back (one sent just after the kill may still be served by the old one).
+    restart_from_ms: AtomicU64,
     back_at_ms: AtomicU64,
     doc_counter: AtomicU64,
     stop: AtomicBool,
@@ -216,8 +219,8 @@ async fn client_loop(s: Arc<Shared>, id: usize) {
                     if let Some(d) = doc {
                         t.acknowledged_docs.push(d);
                     }
-                    let killed = s.killed_at_ms.load(Ordering::SeqCst);
-                    if killed != u64::MAX && sent_ms > killed {
+                    let restart_from = s.restart_from_ms.load(Ordering::SeqCst);
+                    if restart_from != u64::MAX && sent_ms >= restart_from {
                         s.back_at_ms.fetch_min(s.start.elapsed().as_millis() as u64, Ordering::SeqCst);
                     }
                     0
@@ -281,6 +284,7 @@ async fn main() -> Result<()> {
         start: Instant::now(),
         tally: Mutex::new(Tally::default()),
         killed_at_ms: AtomicU64::new(u64::MAX),
+        restart_from_ms: AtomicU64::new(u64::MAX),
         back_at_ms: AtomicU64::new(u64::MAX),
         doc_counter: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -324,6 +328,7 @@ async fn main() -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 eprintln!("load-test: killed pid {victim} at {} ms", shared.start.elapsed().as_millis());
+                shared.restart_from_ms.store(shared.start.elapsed().as_millis() as u64, Ordering::SeqCst);
                 let _ = std::fs::remove_file(&pid_file);
                 let st = std::process::Command::new("sh").args(["-c", &restart]).status();
                 eprintln!("load-test: restart command: {st:?}");

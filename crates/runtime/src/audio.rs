@@ -79,16 +79,15 @@ pub fn decode(bytes: &[u8], max_duration_secs: f64) -> Result<Pcm, AudioError> {
         check_wav_header(bytes)?;
         hint.with_extension("wav");
     } else {
-        // symphonia's probe scans past unknown leading bytes for a format marker, and its WAV
-        // reader panics on some headers (a zero sample rate): a RIFF/WAVE header it would find
-        // there gets our checks first. Files that start with another format's magic are left alone.
-        let other_magic = bytes.starts_with(b"fLaC")
-            || bytes.starts_with(b"OggS")
-            || bytes.starts_with(b"ID3")
-            || (bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0);
-        if !other_magic {
-            if let Some(at) = bytes.windows(4).position(|w| w == b"RIFF").filter(|&at| is_wav(&bytes[at..])) {
-                check_wav_header(&bytes[at..])?;
+        // symphonia's probe scans past unknown leading bytes (an ID3 tag included) for a format
+        // marker, and its WAV reader panics on some headers (a zero sample rate): every RIFF/WAVE
+        // header it could find gets our checks first. FLAC and Ogg files, which the probe takes
+        // at their first bytes, are left alone.
+        if !(bytes.starts_with(b"fLaC") || bytes.starts_with(b"OggS")) {
+            for at in bytes.windows(4).enumerate().filter(|(_, w)| *w == b"RIFF").map(|(i, _)| i) {
+                if is_wav(&bytes[at..]) {
+                    check_wav_header(&bytes[at..])?;
+                }
             }
         }
     }

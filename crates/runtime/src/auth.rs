@@ -76,20 +76,23 @@ impl ApiKeys {
 
     /// Does this `Authorization` header value carry an accepted key?
     pub fn check(&self, authorization: Option<&[u8]>) -> bool {
-        if !self.enabled() {
-            return true;
-        }
-        let Some(value) = authorization else { return false };
-        let token = match value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")) {
-            Some(t) => t,
-            None => return false,
-        };
+        !self.enabled() || self.matching_key(authorization).is_some()
+    }
+
+    /// Which configured key the header carries (its index), if any: the identity the per-client
+    /// rate limit uses, so that spelling variants of one key share a bucket and made-up keys get
+    /// none of their own.
+    pub fn matching_key(&self, authorization: Option<&[u8]>) -> Option<usize> {
+        let value = authorization?;
+        let token = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))?;
         // Compare with every key, always: the time taken does not say which key or how much matched.
-        let mut ok = false;
-        for k in self.keys.iter() {
-            ok |= constant_time_eq(k, token);
+        let mut found = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            if constant_time_eq(k, token) {
+                found = Some(i);
+            }
         }
-        ok
+        found
     }
 }
 

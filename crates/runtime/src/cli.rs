@@ -136,7 +136,7 @@ pub struct ServiceArgs {
     #[arg(long, default_value_t = 0)]
     pub rate_limit_burst: u32,
 
-    /// Identify clients without a key by the first X-Forwarded-For address (behind an ingress
+    /// Identify clients without a key by the last X-Forwarded-For address (behind an ingress
     /// that sets it); off: the peer address.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,

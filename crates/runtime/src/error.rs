@@ -137,7 +137,7 @@ impl ApiError {
         };
         let mut status = tonic::Status::new(code, self.message.clone());
         if let Some(ra) = self.retry_after {
-            if let Ok(v) = ra.as_secs().max(1).to_string().parse() {
+            if let Ok(v) = (ra.as_secs_f64().ceil().max(1.0) as u64).to_string().parse() {
                 status.metadata_mut().insert("retry-after", v);
             }
         }
@@ -158,7 +158,7 @@ impl IntoResponse for ApiError {
         let body = self.to_json();
         let mut resp = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(ra) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string()) {
+            if let Ok(v) = HeaderValue::from_str(&(ra.as_secs_f64().ceil().max(1.0) as u64).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }

@@ -1,9 +1,10 @@
 //! Optional per-client rate limiting (`--rate-limit`, `--rate-limit-burst`): a token bucket per
 //! client, shared by the HTTP and gRPC APIs of a service.
 //!
-//! A client is its bearer key when it sends one (several machines sharing a key share a budget;
-//! the key itself is never kept, only a hash), else the first `X-Forwarded-For` address when
-//! `--trust-forwarded-for` is on (behind an ingress every peer is the ingress), else the peer IP.
+//! A client is the configured API key it authenticated with (several machines sharing a key
+//! share a budget; with no keys configured a made-up `Authorization` header buys nothing), else,
+//! with `--trust-forwarded-for`, the last `X-Forwarded-For` address (the one our ingress appended:
+//! earlier entries are whatever the client sent), else the peer IP.
 //! Requests over the budget get 429 with `Retry-After` = the time until a token is back. The
 //! table of clients is bounded: past [`MAX_CLIENTS`], buckets that have refilled (idle clients)
 //! are dropped first, and if none has, the oldest.
@@ -62,15 +63,15 @@ impl RateLimiter {
     }
 
     /// The client a request comes from, hashed (see the module docs for the order).
-    pub fn client_key(&self, authorization: Option<&[u8]>, forwarded_for: Option<&[u8]>, peer: Option<IpAddr>) -> u64 {
+    pub fn client_key(&self, api_key: Option<usize>, forwarded_for: Option<&[u8]>, peer: Option<IpAddr>) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let trust = self.inner.as_ref().is_some_and(|i| i.trust_forwarded_for);
-        if let Some(a) = authorization.filter(|a| !a.is_empty()) {
-            ("key", a).hash(&mut h);
-        } else if let Some(first) =
-            forwarded_for.filter(|_| trust).and_then(|v| v.split(|b| *b == b',').next()).map(|s| s.trim_ascii()).filter(|s| !s.is_empty())
+        if let Some(k) = api_key {
+            ("key", k).hash(&mut h);
+        } else if let Some(last) =
+            forwarded_for.filter(|_| trust).and_then(|v| v.rsplit(|b| *b == b',').next()).map(|s| s.trim_ascii()).filter(|s| !s.is_empty())
         {
-            ("ip", first).hash(&mut h);
+            ("ip", last).hash(&mut h);
         } else {
             ("ip", peer.map(|p| p.to_string()).unwrap_or_default().as_bytes()).hash(&mut h);
         }
@@ -139,11 +140,13 @@ mod tests {
         let peer = Some("10.0.0.1".parse().unwrap());
         let trusting = RateLimiter::new(1.0, 1, true);
         let ignoring = RateLimiter::new(1.0, 1, false);
-        let a = trusting.client_key(None, Some(b"1.2.3.4, 10.0.0.9"), peer);
-        let b = trusting.client_key(None, Some(b"5.6.7.8"), peer);
+        // The last entry is the one our proxy appended; what the client put first is ignored.
+        let a = trusting.client_key(None, Some(b"6.6.6.6, 1.2.3.4"), peer);
+        let b = trusting.client_key(None, Some(b"6.6.6.6, 5.6.7.8"), peer);
         assert_ne!(a, b);
+        assert_eq!(trusting.client_key(None, Some(b"7.7.7.7,1.2.3.4"), peer), a);
         assert_eq!(ignoring.client_key(None, Some(b"1.2.3.4"), peer), ignoring.client_key(None, Some(b"5.6.7.8"), peer));
-        assert_ne!(trusting.client_key(Some(b"Bearer k1"), None, peer), trusting.client_key(Some(b"Bearer k2"), None, peer));
+        assert_ne!(trusting.client_key(Some(0), None, peer), trusting.client_key(Some(1), None, peer));
     }
 
     #[test]

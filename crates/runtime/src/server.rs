@@ -108,6 +108,7 @@ impl ServiceContext {
             tracing::info!(per_second = args.rate_limit, burst = args.rate_limit_burst, "per-client rate limit on");
         }
         // Load the certificate at start-up so a bad file stops the service with a clear error.
+        anyhow::ensure!(!args.header_read_timeout.is_zero(), "--header-read-timeout must be above 0");
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 Some((transport::server_tls_config(cert, key, &[b"http/1.1"])?, transport::server_tls_config(cert, key, &[b"h2"])?))
@@ -398,6 +399,23 @@ async fn limits_and_metrics(State(ctx): State<ServiceContext>, req: Request, nex
     response
 }
 
+/// Counts a request in `in_flight_requests` while it lives: a request dropped midway (client gone,
+/// timeout) is uncounted too.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A request body that records when it has been read to the end.
 struct TrackedBody {
     inner: axum::body::Body,
@@ -440,7 +458,8 @@ async fn admit_and_run(ctx: ServiceContext, req: Request, next: Next) -> Respons
     if ctx.rate_limiter.enabled() {
         let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
-        if let Err(wait) = ctx.rate_limiter.check(ctx.rate_limiter.client_key(authorization, forwarded, peer)) {
+        let key = ctx.api_keys.matching_key(authorization);
+        if let Err(wait) = ctx.rate_limiter.check(ctx.rate_limiter.client_key(key, forwarded, peer)) {
             m.rejected.with_label_values(&["rate_limited"]).inc();
             let response = ApiError::rate_limited(wait).into_response();
             m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
@@ -457,7 +476,7 @@ async fn admit_and_run(ctx: ServiceContext, req: Request, next: Next) -> Respons
         ))
         .into_response()
     } else {
-        m.in_flight.inc();
+        let _in_flight = InFlight::enter(&m.in_flight);
         let r = match tokio::time::timeout(ctx.args.request_timeout, next.run(req)).await {
             Ok(r) => r,
             Err(_) => {
@@ -471,7 +490,6 @@ async fn admit_and_run(ctx: ServiceContext, req: Request, next: Next) -> Respons
                 .into_response()
             }
         };
-        m.in_flight.dec();
         r
     };
     m.http_requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
@@ -516,7 +534,8 @@ where
         } else if self.limiter.enabled() {
             let peer = req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr).map(|a| a.ip());
             let forwarded = req.headers().get("x-forwarded-for").map(|v| v.as_bytes());
-            self.limiter.check(self.limiter.client_key(authorization, forwarded, peer)).err().map(|wait| {
+            let key = self.keys.matching_key(authorization);
+            self.limiter.check(self.limiter.client_key(key, forwarded, peer)).err().map(|wait| {
                 metrics.rejected.with_label_values(&["rate_limited"]).inc();
                 ApiError::rate_limited(wait)
             })
@@ -529,11 +548,11 @@ where
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let start = Instant::now();
-        metrics.in_flight.inc();
+        let in_flight = InFlight::enter(&metrics.in_flight);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await;
-            metrics.in_flight.dec();
+            drop(in_flight);
             let code = match &res {
                 Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(|s| s.to_string()).unwrap_or_else(|| "0".into()),
                 Err(_) => "transport".into(),

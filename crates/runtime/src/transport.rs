@@ -6,8 +6,9 @@
 //!
 //! The HTTP port speaks HTTP/1.1 only (what OpenAI clients and browsers use for these APIs): hyper
 //! enforces the header deadline for every request on a connection, which its HTTP/2 server cannot.
-//! The gRPC port speaks HTTP/2; its connections are handed to tonic only after the client's first
-//! bytes (and the TLS handshake) arrived in time, and tonic's keep-alive pings close dead peers.
+//! The gRPC port speaks HTTP/2; its connections are handed to tonic only after the TLS handshake
+//! and the whole 24-byte HTTP/2 preface arrived in time (hyper's HTTP/2 server has no deadline of
+//! its own before the preface), and tonic's keep-alive pings close peers that stop answering.
 
 use std::{
     io,
@@ -58,6 +59,16 @@ pub fn server_tls_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<
     Ok(Arc::new(config))
 }
 
+/// Count the PEM certificates in `pem` (an error when there are none or one is malformed): for CA
+/// files given to clients, which would otherwise skip what they cannot parse and fail later.
+pub fn count_pem_certificates(pem: &[u8]) -> Result<usize> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().context("not a PEM certificate file")?;
+    if certs.is_empty() {
+        bail!("no CERTIFICATE block found");
+    }
+    Ok(certs.len())
+}
+
 /// How connections are admitted; shared by both ports.
 #[derive(Clone)]
 pub struct ConnectionPolicy {
@@ -69,7 +80,8 @@ pub struct ConnectionPolicy {
 
 impl ConnectionPolicy {
     pub fn new(tls: Option<Arc<rustls::ServerConfig>>, header_read_timeout: Duration, max_connections: usize, metrics: Metrics) -> Self {
-        Self { tls: tls.map(TlsAcceptor::from), header_read_timeout, slots: Arc::new(Semaphore::new(max_connections.max(1))), metrics }
+        let slots = Arc::new(Semaphore::new(max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+        Self { tls: tls.map(TlsAcceptor::from), header_read_timeout, slots, metrics }
     }
 
     /// Wait for a free connection slot, then the next TCP connection (None once `stop` fires).
@@ -96,36 +108,41 @@ impl ConnectionPolicy {
         }
     }
 
-    /// TLS handshake (if configured) within the header deadline. With `wait_for_data`, a plain
-    /// connection must also have sent its first bytes by then. None: the client was too slow or
-    /// not speaking TLS; it is dropped and counted.
-    pub async fn handshake(&self, tcp: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, wait_for_data: bool) -> Option<ServerIo> {
+    /// TLS handshake (if configured) within the header deadline. With `h2_preface`, the client
+    /// must also have sent the HTTP/2 connection preface by then (it is replayed to the server).
+    /// None: the client was too slow, not speaking TLS or not HTTP/2; it is dropped and counted.
+    pub async fn handshake(&self, tcp: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, h2_preface: bool) -> Option<ServerIo> {
         let local = tcp.local_addr().ok();
-        let deadline = self.header_read_timeout;
-        let kind = match &self.tls {
-            Some(acceptor) => match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => IoKind::Tls(Box::new(tls)),
-                Ok(Err(e)) => {
-                    self.metrics.rejected.with_label_values(&["tls_handshake"]).inc();
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        let admitted = tokio::time::timeout(self.header_read_timeout, async {
+            let kind = match &self.tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(tls) => IoKind::Tls(Box::new(tls)),
+                    Err(e) => {
+                        self.metrics.rejected.with_label_values(&["tls_handshake"]).inc();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                },
+                None => IoKind::Plain(tcp),
+            };
+            let mut io = ServerIo { kind, peer, local, prefix: Vec::new(), prefix_read: 0, _slot: slot };
+            if h2_preface {
+                let mut preface = [0u8; H2_PREFACE.len()];
+                if tokio::io::AsyncReadExt::read_exact(&mut io, &mut preface).await.is_err() || preface != *H2_PREFACE {
+                    self.metrics.rejected.with_label_values(&["not_http2"]).inc();
+                    tracing::debug!(%peer, "no HTTP/2 preface on the gRPC port; closing");
                     return None;
                 }
-                Err(_) => {
-                    self.metrics.rejected.with_label_values(&["slow_client"]).inc();
-                    tracing::debug!(%peer, "TLS handshake not finished in time; closing");
-                    return None;
-                }
-            },
-            None => {
-                if wait_for_data && tokio::time::timeout(deadline, tcp.peek(&mut [0u8; 1])).await.map_or(true, |r| r.is_err()) {
-                    self.metrics.rejected.with_label_values(&["slow_client"]).inc();
-                    tracing::debug!(%peer, "no request bytes in time; closing");
-                    return None;
-                }
-                IoKind::Plain(tcp)
+                io.prefix = preface.to_vec();
             }
-        };
-        Some(ServerIo { kind, peer, local, _slot: slot })
+            Some(io)
+        })
+        .await;
+        admitted.unwrap_or_else(|_| {
+            self.metrics.rejected.with_label_values(&["slow_client"]).inc();
+            tracing::debug!(%peer, "handshake not finished in time; closing");
+            None
+        })
     }
 }
 
@@ -134,11 +151,17 @@ enum IoKind {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+/// What every HTTP/2 client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// One accepted connection, plain or TLS, holding its `--max-connections` slot until dropped.
 pub struct ServerIo {
     kind: IoKind,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    /// Bytes read ahead during admission (the HTTP/2 preface), replayed before the stream's own.
+    prefix: Vec<u8>,
+    prefix_read: usize,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -157,7 +180,14 @@ impl tonic::transport::server::Connected for ServerIo {
 
 impl AsyncRead for ServerIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        if this.prefix_read < this.prefix.len() {
+            let n = (this.prefix.len() - this.prefix_read).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.prefix_read..this.prefix_read + n]);
+            this.prefix_read += n;
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.kind {
             IoKind::Plain(s) => Pin::new(s).poll_read(cx, buf),
             IoKind::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }

@@ -161,6 +161,16 @@ async fn slow_and_idle_clients_are_cut_at_the_header_deadline() {
         })
     };
     let (idle_http, idle_grpc) = (idle(s.http), idle(s.grpc));
+    // Half an HTTP/2 preface on the gRPC port, then nothing.
+    let grpc = s.grpc;
+    let half_preface = std::thread::spawn(move || {
+        let mut tcp = TcpStream::connect(grpc).unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t0 = Instant::now();
+        let _ = tcp.read(&mut [0u8; 64]);
+        t0.elapsed()
+    });
 
     // Meanwhile a normal client is served at once.
     let r = reqwest::get(format!("http://{}/v1/ping", s.http)).await.unwrap();
@@ -170,12 +180,13 @@ async fn slow_and_idle_clients_are_cut_at_the_header_deadline() {
     let loris = tokio::task::spawn_blocking(move || loris.join().unwrap()).await.unwrap();
     let idle_http = tokio::task::spawn_blocking(move || idle_http.join().unwrap()).await.unwrap();
     let idle_grpc = tokio::task::spawn_blocking(move || idle_grpc.join().unwrap()).await.unwrap();
-    eprintln!("slow loris cut after {loris:?}, idle HTTP after {idle_http:?}, idle gRPC after {idle_grpc:?}");
-    for (what, t) in [("slow loris", loris), ("idle HTTP", idle_http), ("idle gRPC", idle_grpc)] {
+    let half_preface = tokio::task::spawn_blocking(move || half_preface.join().unwrap()).await.unwrap();
+    eprintln!("slow loris cut after {loris:?}, idle HTTP after {idle_http:?}, idle gRPC after {idle_grpc:?}, half preface after {half_preface:?}");
+    for (what, t) in [("slow loris", loris), ("idle HTTP", idle_http), ("idle gRPC", idle_grpc), ("half HTTP/2 preface", half_preface)] {
         assert!(t >= Duration::from_millis(800) && t < Duration::from_secs(3), "{what} connection lasted {t:?} with a 1 s deadline");
     }
     let m = reqwest::get(format!("http://{}/metrics", s.http)).await.unwrap().text().await.unwrap();
-    assert!(metric(&m, "voice_transport_test_rejected_requests_total{reason=\"slow_client\"}") >= 2.0, "{m}");
+    assert!(metric(&m, "voice_transport_test_rejected_requests_total{reason=\"slow_client\"}") >= 3.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

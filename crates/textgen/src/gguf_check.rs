@@ -1,9 +1,11 @@
 //! A bounds check of a GGUF header before candle reads it.
 //!
-//! candle's reader trusts the lengths in the file: a string or array length of 2^60 becomes an
-//! allocation of that size (an abort, not an error). This walk reads the same header — counts,
-//! keys, typed values, nested arrays, tensor infos — and checks every length against the bytes
-//! that remain, so a corrupt or hostile file is refused with a message before any allocation.
+//! candle 0.11's reader caps string and array lengths, but it divides by `general.alignment`
+//! (0 panics) and multiplies tensor dimensions unchecked (overflow panics in checked builds and
+//! wraps in release). This walk reads the same header — counts, keys, typed values, nested arrays,
+//! tensor infos, with v1's 32-bit and v2+'s 64-bit lengths like candle — checks every length
+//! against the bytes that remain, the alignment, and that every tensor's element count fits, so a
+//! corrupt or hostile file is refused with a message before candle or our loaders see it.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -13,6 +15,8 @@ use anyhow::{bail, ensure, Context, Result};
 const MAX_ARRAY_DEPTH: usize = 4;
 /// Most dimensions of a tensor (ggml has 4).
 const MAX_DIMS: u32 = 8;
+/// Longest metadata key accepted (real ones are under 100 bytes).
+const MAX_KEY_LEN: u64 = 256;
 
 struct Walk<'a, R> {
     r: &'a mut R,
@@ -92,7 +96,13 @@ pub fn check_header<R: Read + Seek>(r: &mut R) -> Result<()> {
     ensure!(kvs <= w.remaining / 12 && tensors <= w.remaining / 16, "GGUF header counts ({kvs} keys, {tensors} tensors) exceed the file");
     for _ in 0..kvs {
         let key_len = w.len()?;
-        let key = if key_len <= 64 { w.take(key_len as usize)? } else { w.skip(key_len, "key").map(|_| vec![])? };
+        // Real keys are short; a long one could hide `general.alignment` behind NUL padding.
+        ensure!(key_len <= MAX_KEY_LEN, "GGUF metadata key of {key_len} bytes (at most {MAX_KEY_LEN})");
+        let mut key = w.take(key_len as usize)?;
+        // candle drops trailing NULs from strings: compare the key as it will see it.
+        while key.last() == Some(&0) {
+            key.pop();
+        }
         let ty = w.u32()?;
         if key == b"general.alignment" && ty <= 5 {
             // candle divides by it (0 = division by zero); the spec wants a power of two.
@@ -114,7 +124,12 @@ pub fn check_header<R: Read + Seek>(r: &mut R) -> Result<()> {
         w.string("tensor name")?;
         let dims = w.u32()?;
         ensure!(dims <= MAX_DIMS, "GGUF tensor with {dims} dimensions");
-        w.skip(dims as u64 * if w.wide { 8 } else { 4 }, "tensor shape")?;
+        let mut elements: u64 = 1;
+        for _ in 0..dims {
+            let d = if w.wide { u64::from_le_bytes(w.bytes::<8>()?) } else { w.u32()? as u64 };
+            elements = elements.checked_mul(d.max(1)).context("GGUF tensor shape overflows")?;
+        }
+        ensure!(elements <= usize::MAX as u64 / 4, "GGUF tensor of {elements} elements");
         w.skip(4 + 8, "tensor type and offset")?;
     }
     w.r.seek(SeekFrom::Start(start))?;
@@ -163,5 +178,12 @@ mod tests {
         zero.extend(0u32.to_le_bytes());
         let err = check_header(&mut Cursor::new(header(&zero, 1))).unwrap_err();
         assert!(err.to_string().contains("alignment"), "{err}");
+        // The same key with NUL padding (what candle would read as `general.alignment`).
+        let mut padded = vec![];
+        padded.extend(19u64.to_le_bytes());
+        padded.extend(b"general.alignment\0\0");
+        padded.extend(4u32.to_le_bytes());
+        padded.extend(0u32.to_le_bytes());
+        assert!(check_header(&mut Cursor::new(header(&padded, 1))).is_err());
     }
 }

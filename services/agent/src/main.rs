@@ -218,7 +218,11 @@ async fn main() -> Result<()> {
     };
     let urls = BackendUrls { stt: args.stt_url.clone(), llm: args.llm_url.clone(), embed: args.embed_url.clone(), tts: args.tts_url.clone() };
     let backend_ca = match &args.backend_ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --backend-ca-file {}", p.display()))?),
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("reading --backend-ca-file {}", p.display()))?;
+            voice_runtime::transport::count_pem_certificates(&pem).with_context(|| format!("--backend-ca-file {}", p.display()))?;
+            Some(pem)
+        }
         None => None,
     };
     let backends = Backends::with_tls(&urls, backend_key.as_ref().map(|k| k.expose()), backend_ca.as_deref(), settings)?;
