@@ -129,7 +129,7 @@ only=${E2E_ONLY:-}
 # debug builds with the browser on the same 2 cores) and a few seconds of answer. When it lands
 # in a pause between sentences the driver says "inconclusive" (exit 3) and we aim again.
 rc=0
-[[ -n $only && $only != barge-in ]] || for gap in ${E2E_BARGE_GAPS:-16 20 24 12}; do
+[[ -n $only && $only != barge-in ]] || for gap in ${E2E_BARGE_GAPS:-16 20 24 12 18 14}; do
   node tests/e2e/build_mic_wav.mjs --out "$WORK/mic_barge.wav" 2 "$WORK/q_story.wav" "$gap" "$WORK/q_stop.wav" 6 >&2
   set +e
   E2E_EXTRA="--audible-ms 500" drive barge-in barge-in "$WORK/mic_barge.wav"
