@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Write the seed corpus of every fuzz target (fuzz/corpus/<target>/seed-*): small valid inputs
-(and a few near-misses) the fuzzer mutates from. Deterministic; stdlib only. Re-run after
-changing a format; the files are committed."""
+"""Write the seed corpus of every fuzz target (fuzz/corpus/<target>/seed-*): small synthetic
+inputs (and a few near-misses) the fuzzer mutates from. Deterministic; stdlib only. Not
+committed (they are shaped like model files): scripts/test.sh and scripts/fuzz.sh run this."""
 import io, json, math, os, struct, wave, zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")

@@ -5,7 +5,7 @@
 # that, once fixed, `cargo test` in fuzz/ replays it forever (commit it with the fix).
 #
 # Usage: scripts/fuzz.sh [target...]     Env: FUZZ_SECONDS, FUZZ_RESULTS (JSON lines file),
-#   FUZZ_SEED (default 1: the same inputs in the same order, from the committed seeds, so a CI run
+#   FUZZ_SEED (default 1: the same inputs in the same order, from the seeds make_seeds.py writes, so a CI run
 #   is a prefix of a longer local run), FUZZ_KEEP_CORPUS=1 (grow a corpus across runs in the cache,
 #   with a random seed: for exploring, not for CI).
 # Tools: cargo-fuzz 0.13.2 (pinned) installed into ~/.cache/voice-ai/tools. libFuzzer needs
@@ -14,6 +14,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT/fuzz"
+python3 make_seeds.py > /dev/null
 
 CARGO_FUZZ_VERSION=0.13.2
 TOOLS=$CACHE_ROOT/tools
@@ -46,7 +47,7 @@ cargo fuzz build --dev --sanitizer none --features libfuzzer
 : > "$RESULTS"
 failed=0
 for t in "${targets[@]}"; do
-  # The working corpus grows across runs (outside the clone); the committed seeds start it.
+  # The working corpus grows across runs (outside the clone); the generated seeds start it.
   mkdir -p "$WORK/$t/corpus" "$WORK/$t/artifacts"
   # Every crash found before (fixed since) must run clean in the libFuzzer binary too.
   if compgen -G "regressions/$t/*" > /dev/null; then

@@ -25,6 +25,7 @@ LIVEKIT_SERVER_BIN=$("$REPO_ROOT/scripts/fetch-livekit-server.sh")
 export LIVEKIT_SERVER_BIN
 
 log "cargo test"
+python3 "$REPO_ROOT/fuzz/make_seeds.py" > /dev/null   # the fuzz targets' seed corpus (replayed by voice-fuzz)
 cargo test --workspace --locked "$@"
 
 log "Python client tests (official openai client)"

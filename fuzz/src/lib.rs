@@ -1,5 +1,5 @@
 //! One function per fuzz target: what it does with the input. The libFuzzer binaries in
-//! `fuzz_targets/` call these; `tests/replay.rs` calls them on the committed corpus and on every
+//! `fuzz_targets/` call these; `tests/replay.rs` calls them on the seed corpus (make_seeds.py) and on every
 //! crash found so far (`regressions/`), so a fixed bug stays fixed without libFuzzer.
 //!
 //! The rule each checks: arbitrary bytes give `Ok` or `Err`, never a panic, an abort, or an

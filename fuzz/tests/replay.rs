@@ -30,7 +30,7 @@ fn corpus_and_regressions_never_panic() {
             }
         }
         files.sort();
-        assert!(!files.is_empty(), "no inputs for target {name}");
+        assert!(!files.is_empty(), "no inputs for target {name}: run `python3 fuzz/make_seeds.py` (scripts/test.sh does)");
         for f in &files {
             let data = std::fs::read(f).unwrap();
             if std::panic::catch_unwind(|| run(&data)).is_err() {
