@@ -17,3 +17,14 @@ pub fn median(v: &[f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Which voice-ai service `load-test` and `http-fuzz` talk to: it decides their requests and
+/// what a correct answer is.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Target {
+    Stt,
+    Llm,
+    Tts,
+    Embed,
+    Agent,
+}

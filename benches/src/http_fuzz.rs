@@ -8,24 +8,18 @@
 //! dropped connection or a timeout is a failure, saved to --crashes with the route. After the run
 //! the service must still answer /healthz. Prints executions per route as one JSON object.
 
+mod common;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::Target;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
-enum Target {
-    Stt,
-    Llm,
-    Tts,
-    Embed,
-    Agent,
-}
 
 #[derive(Parser, Debug)]
 struct Args {

@@ -11,6 +11,8 @@
 //! The service's memory is sampled from /proc/<pid>/status every 50 ms (peak RSS reported).
 //! Exit status 1 when any check fails; the figures go to stdout as one JSON object.
 
+mod common;
+
 use std::{
     path::PathBuf,
     sync::{
@@ -21,17 +23,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::Target;
 use serde_json::{json, Value};
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
-enum Target {
-    Stt,
-    Llm,
-    Tts,
-    Embed,
-    Agent,
-}
 
 #[derive(Parser, Debug)]
 #[command(about = "Concurrent clients against one voice-ai service, with correctness checks")]
