@@ -12,7 +12,7 @@
 # table on stdout. Exit 1 if any run failed.
 #
 # Usage: benches/run-load-test.sh [stt llm tts embed agent]
-# Env: LOAD_BIN_DIR (default $CARGO_TARGET_DIR/release; CI uses the debug build), LOAD_CLIENTS,
+# Env: LOAD_BIN_DIR (default $CARGO_TARGET_DIR/release), LOAD_CLIENTS,
 #      LOAD_SECONDS, LOAD_KILL_AT, LOAD_KILL=0 to skip the kill runs, LOAD_DEVICE (cpu),
 #      LOAD_SERVICE_FLAGS (added to every service, e.g. "--max-queue 8": CI drains faster).
 set -euo pipefail

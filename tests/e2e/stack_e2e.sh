@@ -11,14 +11,14 @@
 # Each run records the agent's remote track in the page and transcribes it with voice-stt; the
 # per-turn metrics must arrive and add up, and the agent's Prometheus histograms must count them.
 #
-# Usage: tests/e2e/stack_e2e.sh   (after `cargo build --workspace`; scripts/test.sh runs it)
-# Env: E2E_BIN_DIR (default $CARGO_TARGET_DIR/debug), LIVEKIT_SERVER_BIN, E2E_ARTIFACTS (a dir to keep).
+# Usage: tests/e2e/stack_e2e.sh   (after `cargo build --release --workspace`; scripts/test.sh runs it)
+# Env: E2E_BIN_DIR (default $CARGO_TARGET_DIR/release), LIVEKIT_SERVER_BIN, E2E_ARTIFACTS (a dir to keep).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 cd "$REPO_ROOT"
 
-BIN=${E2E_BIN_DIR:-$CARGO_TARGET_DIR/debug}
+BIN=${E2E_BIN_DIR:-$CARGO_TARGET_DIR/release}
 LIVEKIT_SERVER_BIN=${LIVEKIT_SERVER_BIN:-$("$REPO_ROOT/scripts/fetch-livekit-server.sh")}
 WORK=$(mktemp -d /tmp/voice-e2e.XXXXXX)
 ART=${E2E_ARTIFACTS:-$WORK/artifacts}
