@@ -17,10 +17,14 @@ ensure_rust
 ensure_tools
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 ensure_kubectl
+# OpenBLAS is installed above: the kernel tests must find it (not compare candle with candle).
+export VOICE_EXPECT_BLAS=1
 
 stage "release build: binaries and tests (target dir $CARGO_TARGET_DIR)"
 python3 "$REPO_ROOT/fuzz/make_seeds.py" > /dev/null   # the fuzz targets' seed corpus (replayed by voice-fuzz)
-cargo build --release --workspace --all-targets --locked   # what `cargo test --release` reuses, plus load-test and http-fuzz
+# What `cargo test --release` reuses (same targets, same features), plus the bench binaries
+# (load-test, http-fuzz). Not --all-targets: that adds a bench-mode harness of every lib and bin.
+cargo build --release --workspace --lib --bins --tests --examples --locked
 
 stage "models into $VOICE_MODELS_DIR"
 "$CARGO_TARGET_DIR/release/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m silero-vad livekit-ffi

@@ -36,6 +36,10 @@ fn corpus_and_regressions_never_panic() {
             if std::panic::catch_unwind(|| run(&data)).is_err() {
                 panic!("{name}: {} panicked", f.display());
             }
+            // decode() turns a decoder panic into an error (a service must not die of one), so
+            // the check above cannot see it: the catch counts them.
+            let caught = voice_runtime::audio::decoder_panics_caught();
+            assert_eq!(caught, 0, "{name}: {} made the audio decoder panic (caught inside decode)", f.display());
         }
         eprintln!("{name}: {} inputs", files.len());
         total += files.len();

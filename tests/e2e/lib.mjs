@@ -273,3 +273,104 @@ export async function serveStatic(root, { port = 0, api = null } = {}) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- page instruments --------------------------------------------------------------------------
+
+/**
+ * An init script for the page (page.addInitScript, runs before the page's own code):
+ *  - a scripted microphone: getUserMedia({audio}) returns a WebAudio stream that is silent until
+ *    the test plays a clip into it, `window.__e2eMic.play(wavBase64)` -> { startedAt, durationMs }
+ *    (performance.now() of the page, the clock of every other page timestamp). The test can so
+ *    speak *when* something happens (the agent's voice is heard) instead of at a fixed offset of
+ *    a file;
+ *  - every RTCPeerConnection kept, so `window.__e2eMic.inboundAudioStats()` can read the
+ *    jitter-buffer figures of the agent's audio (getStats, inbound-rtp).
+ */
+export function pageInstruments() {
+  const pcs = [];
+  const Native = window.RTCPeerConnection;
+  class TrackedPeerConnection extends Native {
+    constructor(...args) {
+      super(...args);
+      pcs.push(this);
+    }
+  }
+  window.RTCPeerConnection = TrackedPeerConnection;
+  let ctx = null;
+  let dest = null;
+  const audio = () => {
+    if (!ctx) {
+      ctx = new AudioContext({ sampleRate: 48000 });
+      dest = ctx.createMediaStreamDestination();
+    }
+    return ctx;
+  };
+  const nativeGetUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    if (!constraints || !constraints.audio || constraints.video) return nativeGetUserMedia(constraints);
+    await audio().resume();
+    return new MediaStream([dest.stream.getAudioTracks()[0].clone()]);
+  };
+  window.__e2eMic = {
+    async play(wavBase64) {
+      await audio().resume();
+      const bytes = Uint8Array.from(atob(wavBase64), (c) => c.charCodeAt(0));
+      const buffer = await ctx.decodeAudioData(bytes.buffer);
+      const src = ctx.createBufferSource();
+      src.buffer = buffer;
+      src.connect(dest);
+      const startedAt = performance.now();
+      src.start();
+      return { startedAt, durationMs: buffer.duration * 1000 };
+    },
+    /** Cumulative inbound-rtp audio figures of every receiving connection, summed. */
+    async inboundAudioStats() {
+      const out = { at: performance.now(), jitterBufferDelay: 0, jitterBufferEmittedCount: 0, jitterBufferTargetDelay: 0, rttS: null };
+      for (const pc of pcs) {
+        if (pc.connectionState === 'closed') continue;
+        const report = await pc.getStats();
+        report.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+            out.jitterBufferDelay += s.jitterBufferDelay ?? 0;
+            out.jitterBufferEmittedCount += s.jitterBufferEmittedCount ?? 0;
+            out.jitterBufferTargetDelay += s.jitterBufferTargetDelay ?? 0;
+          }
+          if (s.type === 'candidate-pair' && s.nominated && typeof s.currentRoundTripTime === 'number') {
+            out.rttS = Math.max(out.rttS ?? 0, s.currentRoundTripTime);
+          }
+        });
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * Mean one-way delay of the agent's audio between two inboundAudioStats() samples: the jitter
+ * buffer's mean hold time of the samples emitted between them, plus half the round trip.
+ * Null when no audio came out of the jitter buffer in between.
+ */
+export function downlinkDelayMs(a, b) {
+  const emitted = b.jitterBufferEmittedCount - a.jitterBufferEmittedCount;
+  if (!(emitted > 0)) return null;
+  const jb = ((b.jitterBufferDelay - a.jitterBufferDelay) / emitted) * 1000;
+  return jb + ((b.rttS ?? 0) * 1000) / 2;
+}
+
+/**
+ * Where speech sits in a clip: the start of the first and the end of the last 10 ms window
+ * louder than `threshold` (RMS, full scale), in ms from the clip's start.
+ */
+export function speechSpan(samples, sampleRate, threshold) {
+  const win = Math.round(sampleRate / 100);
+  let first = null;
+  let last = null;
+  for (let i = 0; i + win <= samples.length; i += win) {
+    if (rms(samples, i, i + win) >= threshold) {
+      if (first == null) first = i;
+      last = i + win;
+    }
+  }
+  if (first == null) return null;
+  return { startMs: (first / sampleRate) * 1000, endMs: (last / sampleRate) * 1000 };
+}

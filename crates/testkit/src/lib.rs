@@ -134,6 +134,17 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The service fell back to the CPU *because of* `VOICE_FAULT_CUDA_INIT`: one log line says
+    /// both. A CPU-only binary falls back whatever the injection does ("built without the `cuda`
+    /// feature"), so the fallback alone proves nothing about the injected path.
+    pub fn assert_fallback_from_injected_cuda_init(&self) {
+        let log = self.log_text();
+        assert!(
+            log.lines().any(|l| l.contains("falling back to the CPU") && l.contains("injected by VOICE_FAULT_CUDA_INIT")),
+            "no CPU fallback caused by the injected CUDA init failure in the log:\n{log}"
+        );
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Audio the source holds ahead of playout: what a barge-in throws away, and the pacing slack.
-const QUEUE_MS: u32 = 100;
+pub const QUEUE_MS: u32 = 100;
 /// How long the agent keeps trying to get back into a room it lost.
 const REJOIN_WINDOW: Duration = Duration::from_secs(60);
 /// How long the agent waits in an empty room for the user to arrive.
@@ -37,13 +37,20 @@ pub struct LiveKitJoiner {
     url: String,
     keys: LiveKitKeys,
     reconnects: Option<prometheus::IntCounter>,
+    queue_ms: u32,
 }
 
 impl LiveKitJoiner {
     pub fn new(ffi_lib: &Path, url: String, keys: LiveKitKeys) -> Result<Self> {
         let ffi = Ffi::load(ffi_lib).with_context(|| format!("loading LiveKit's native core {}", ffi_lib.display()))?;
         tracing::info!(lib = %ffi_lib.display(), version = ffi.version(), "LiveKit core loaded");
-        Ok(Self { ffi, url, keys, reconnects: None })
+        Ok(Self { ffi, url, keys, reconnects: None, queue_ms: QUEUE_MS })
+    }
+
+    /// The published source's queue (default [`QUEUE_MS`]); tests queue more to see a flush.
+    pub fn with_queue_ms(mut self, ms: u32) -> Self {
+        self.queue_ms = ms.max(10);
+        self
     }
 
     pub fn with_reconnect_counter(mut self, c: prometheus::IntCounter) -> Self {
@@ -56,6 +63,7 @@ impl LiveKitJoiner {
 struct Output {
     source: Mutex<Option<Arc<AudioSource>>>,
     room: Mutex<Option<Arc<Room>>>,
+    queue_ms: u32,
 }
 
 struct LiveKitOutput(Arc<Output>);
@@ -84,7 +92,7 @@ impl AgentOutput for LiveKitOutput {
     }
 
     fn queue_ms(&self) -> u32 {
-        QUEUE_MS
+        self.0.queue_ms
     }
 
     fn send_data(&self, topic: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<()>> {
@@ -102,7 +110,7 @@ impl RoomJoiner for LiveKitJoiner {
     fn join(&self, room_name: &str) -> BoxFuture<'_, Result<JoinedRoom>> {
         let room_name = room_name.to_string();
         Box::pin(async move {
-            let out = Arc::new(Output { source: Mutex::new(None), room: Mutex::new(None) });
+            let out = Arc::new(Output { source: Mutex::new(None), room: Mutex::new(None), queue_ms: self.queue_ms });
             let (room, events) = self.connect(&room_name, &out).await?;
             let (tx, rx) = mpsc::channel(512);
             let stop = CancellationToken::new();
@@ -153,7 +161,7 @@ async fn connect(
     let (room, events) =
         Room::connect(ffi, url, &token, RoomOptions::default()).await.with_context(|| format!("joining room {room_name} at {url}"))?;
     let room = Arc::new(room);
-    let source = room.publish_audio_with_queue("agent-voice", OUTPUT_RATE, 1, QUEUE_MS).await.context("publishing the agent's audio track")?;
+    let source = room.publish_audio_with_queue("agent-voice", OUTPUT_RATE, 1, out.queue_ms).await.context("publishing the agent's audio track")?;
     *out.source.lock().unwrap() = Some(Arc::new(source));
     *out.room.lock().unwrap() = Some(room.clone());
     Ok((room, events))

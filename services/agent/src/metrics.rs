@@ -55,9 +55,15 @@ impl TurnTiming {
             self.first_audio?,
             self.published?,
         ];
-        let us: Vec<u64> = points.windows(2).map(|w| w[1].saturating_duration_since(w[0]).as_micros() as u64).collect();
-        let total: u64 = us.iter().sum();
-        let ms = |v: u64| v as f64 / 1000.0;
+        // Signed: an instant recorded out of order shows as a negative stage (the tests assert
+        // none is), instead of a zero that hides it.
+        let signed = |from: Instant, to: Instant| match to.checked_duration_since(from) {
+            Some(d) => d.as_micros() as i64,
+            None => -(from.duration_since(to).as_micros() as i64),
+        };
+        let us: Vec<i64> = points.windows(2).map(|w| signed(w[0], w[1])).collect();
+        let total: i64 = us.iter().sum();
+        let ms = |v: i64| v as f64 / 1000.0;
         Some(TurnReport {
             turn,
             end_of_utterance_ms: ms(us[0]),
@@ -122,9 +128,9 @@ impl AgentMetrics {
             ("tts_ttfa", r.tts_ttfa_ms),
             ("publish", r.publish_ms),
         ] {
-            self.stage.with_label_values(&[stage]).observe(ms / 1e3);
+            self.stage.with_label_values(&[stage]).observe(ms.max(0.0) / 1e3);
         }
-        self.voice_to_voice.observe(r.voice_to_voice_ms / 1e3);
+        self.voice_to_voice.observe(r.voice_to_voice_ms.max(0.0) / 1e3);
     }
 }
 
@@ -151,6 +157,9 @@ mod tests {
         let sum = r.end_of_utterance_ms + r.stt_final_ms + r.rag_ms + r.llm_ttft_ms + r.first_sentence_ms + r.tts_ttfa_ms + r.publish_ms;
         assert!((sum - r.voice_to_voice_ms).abs() < 1e-9, "{sum} vs {}", r.voice_to_voice_ms);
         assert_eq!(r.voice_to_voice_ms, 1502.005);
-        assert_eq!(TurnTiming { published: None, ..t }.report(3, false), None);
+        assert_eq!(TurnTiming { published: None, ..t.clone() }.report(3, false), None);
+        // An instant recorded out of order is a negative stage, not a hidden zero.
+        let r = TurnTiming { context: at(690, 0), ..t }.report(3, false).unwrap();
+        assert!(r.rag_ms < 0.0 && r.stt_final_ms > 0.0, "{r:?}");
     }
 }

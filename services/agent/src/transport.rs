@@ -105,12 +105,20 @@ impl InMemoryTransport {
     /// Speak `samples` (16 kHz mono) into the room at real time, 20 ms per frame, as a
     /// microphone would.
     pub async fn say(&self, samples: &[i16]) -> Result<()> {
+        self.say_timed(samples).await.map(|_| ())
+    }
+
+    /// [`say`](Self::say), returning the instant each 20 ms frame (320 samples) was handed to the
+    /// agent: what a test measures the agent's latency from, independently of its own clock.
+    pub async fn say_timed(&self, samples: &[i16]) -> Result<Vec<Instant>> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut fed = Vec::with_capacity(samples.len().div_ceil(320));
         for chunk in samples.chunks(320) {
             tick.tick().await;
             self.events.send(TransportEvent::Audio(chunk.to_vec())).await?;
+            fed.push(Instant::now());
         }
-        Ok(())
+        Ok(fed)
     }
 
     /// `d` of silence from the microphone.

@@ -4,8 +4,8 @@
 //! recording), fed at real time in 20 ms frames; what the agent says is what the in-memory room
 //! played, transcribed again by voice-stt.
 //!
-//! Held: a question gets a spoken answer that contains the answer (and the per-turn metrics add
-//! up); talking over the agent flushes its audio within one 10 ms frame of the decision and the
+//! Held: a question gets a spoken answer that contains the answer (the per-turn stages are in
+//! order and their voice-to-voice agrees with one measured outside the agent); talking over the agent flushes its audio within one 10 ms frame of the decision and the
 //! next question is answered; a backchannel ("yeah, okay") pauses it and it resumes.
 
 use std::{
@@ -152,8 +152,15 @@ fn final_agent(room: &InMemoryTransport, turn_after: u64) -> Option<Value> {
         .find(|v| v["role"] == "agent" && v["final"] == true && v["turn"].as_u64().unwrap_or(0) > turn_after)
 }
 
+/// A frame louder than this (RMS, s16) holds speech.
+const LOUD: f64 = 100.0;
+
+fn rms(samples: &[i16]) -> f64 {
+    (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
 fn non_silent(frames: &[PlayedFrame]) -> usize {
-    frames.iter().filter(|f| f.samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.samples.len() as f64 > 100.0 * 100.0).count()
+    frames.iter().filter(|f| rms(&f.samples) > LOUD).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +170,10 @@ async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
     let question = blocking(|| speak(h.tts, "What is the capital of France?", "am_adam"));
     h.room.silence(Duration::from_millis(300)).await.unwrap();
     let asked = Instant::now();
-    h.room.say(&question).await.unwrap();
+    let fed = h.room.say_timed(&question).await.unwrap();
+    // The last 20 ms frame with speech in it (Kokoro's audio ends in a little silence).
+    let last_loud = question.chunks(320).rposition(|c| rms(c) > LOUD).expect("the question has speech");
+    let speech_fed = fed[last_loud];
     h.room.silence(Duration::from_millis(800)).await.unwrap();
     wait_for(&h.room, "the agent's answer", Duration::from_secs(90), |r| final_agent(r, 0).is_some()).await;
     // Let the tail play out.
@@ -193,6 +203,23 @@ async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
     let sum: f64 = stages.iter().map(|k| m[k].as_f64().unwrap()).sum();
     let total = m["voice_to_voice_ms"].as_f64().unwrap();
     assert!((sum - total).abs() < 0.01, "{m}");
+    // Each stage is two of the turn's instants in order (negative = recorded out of order); the
+    // ones that do work take time (rag may be ~0: no collection here).
+    for k in stages {
+        assert!(m[k].as_f64().unwrap() >= 0.0, "{k} negative: {m}");
+    }
+    for k in ["end_of_utterance_ms", "stt_final_ms", "llm_ttft_ms", "tts_ttfa_ms"] {
+        assert!(m[k].as_f64().unwrap() > 1.0, "{k} should take time: {m}");
+    }
+    // Voice-to-voice measured from outside, not from the agent's clock: the frame carrying the
+    // question's last speech handed to the agent -> the first loud frame the room played. The
+    // agent's figure starts at the VAD window where it last heard speech (32 ms windows over the
+    // 20 ms frames) and ends when it hands the first frame to the room (played at the next 10 ms
+    // tick; the answer's first frames can be quiet onset): they agree within 100 ms.
+    let first_loud = h.room.played().into_iter().find(|f| f.at > speech_fed && rms(&f.samples) > LOUD).expect("a loud frame played");
+    let outside_ms = (first_loud.at - speech_fed).as_secs_f64() * 1e3;
+    println!("voice-to-voice: agent {total:.1} ms, measured outside {outside_ms:.1} ms");
+    assert!((outside_ms - total).abs() < 100.0, "agent says {total:.1} ms, measured {outside_ms:.1} ms: {m}");
     // The endpointing silence is the configured 500 ms, within one VAD window and a frame.
     let eou = m["end_of_utterance_ms"].as_f64().unwrap();
     assert!((450.0..600.0).contains(&eou), "{m}");

@@ -2,6 +2,7 @@
 //! microphone at 16 kHz, publishes 48 kHz audio and data messages the user receives; then the
 //! server is killed and started again on the same port, and the agent is back in the room (its
 //! audio and data reach the user again) without the conversation noticing more than a gap.
+//! And the barge-in path of the agent's output: a second of queued audio, flushed, is not heard.
 
 use std::{
     sync::Arc,
@@ -130,5 +131,82 @@ async fn the_agent_talks_in_a_real_room_and_comes_back_after_a_server_restart() 
     while let Ok(ev) = agent.events.try_recv() {
         assert!(!matches!(ev, TransportEvent::Closed(_)), "the transport gave up: {ev:?}");
     }
+    (agent.leave)().await;
+}
+
+/// 100 frames of 10 ms tone into the agent's output; how long that took (a source that holds a
+/// second takes them at once).
+async fn queue_a_second(out: &Arc<dyn voice_agent::transport::AgentOutput>) -> Duration {
+    let t = Instant::now();
+    for i in 0..100 {
+        out.push_frame(tone(i, 48_000.0, 480)).await.unwrap();
+    }
+    t.elapsed()
+}
+
+/// Loud audio (ms) the user hears from the agent within `window`.
+async fn loud_ms_heard(stream: &mut AudioStream, window: Duration) -> f64 {
+    let end = Instant::now() + window;
+    let mut loud = 0usize;
+    while let Ok(Some(f)) = tokio::time::timeout_at(end.into(), stream.recv()).await {
+        if rms(&f.samples) > 1000.0 {
+            loud += f.samples.len();
+        }
+    }
+    loud as f64 / 48.0
+}
+
+/// The agent's output on a real room: 1 s of tone queued (the source holds a second here), then
+/// `flush()` (what a barge-in calls): the user hears almost none of it. The same second without
+/// the flush is heard whole first, so the measurement can see the audio a no-op flush would let
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_drops_the_queued_audio_before_the_user_hears_it() {
+    let server = LiveKitServer::start();
+    let url = server.url();
+    let ffi_path = Ffi::locate().unwrap_or_else(|e| panic!("{e:#}"));
+    let joiner = LiveKitJoiner::new(&ffi_path, url.clone(), keys()).unwrap().with_queue_ms(1000);
+    let ffi = Ffi::load(&ffi_path).unwrap();
+    let (_user_room, mut user_events, _mic) = user(&ffi, &url, "flush").await;
+    let agent = joiner.join("flush").await.expect("the agent joins");
+    let out = agent.output.clone();
+    assert_eq!(out.queue_ms(), 1000);
+
+    // Subscribe to the agent's track; keep a little tone going until it is heard (the path is up).
+    let start = Instant::now();
+    let mut stream = loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "the user never subscribed to the agent's audio");
+        if let Ok(Some(RoomEvent::TrackSubscribed { participant, track })) =
+            tokio::time::timeout(Duration::from_millis(200), user_events.recv()).await
+        {
+            if participant == "agent" && track.kind == TrackKind::KindAudio {
+                break AudioStream::subscribe(&ffi, &track, 48_000, 1).unwrap();
+            }
+        }
+    };
+    let mut warm = 0.0;
+    for _ in 0..50 {
+        for i in 0..10 {
+            out.push_frame(tone(i, 48_000.0, 480)).await.unwrap();
+        }
+        warm += loud_ms_heard(&mut stream, Duration::from_millis(100)).await;
+        if warm > 50.0 {
+            break;
+        }
+    }
+    assert!(warm > 50.0, "the agent's audio never reached the user");
+    let _ = loud_ms_heard(&mut stream, Duration::from_millis(500)).await; // drain what is left
+
+    // Without a flush: the second is heard (whole, give or take the edges).
+    let took = queue_a_second(&out).await;
+    assert!(took < Duration::from_millis(300), "queueing 1 s took {took:?}: the source does not hold a second");
+    let unflushed = loud_ms_heard(&mut stream, Duration::from_millis(2500)).await;
+    // With the flush right after queueing it.
+    let took = queue_a_second(&out).await;
+    out.flush();
+    let flushed = loud_ms_heard(&mut stream, Duration::from_millis(2500)).await;
+    println!("1 s queued: heard {unflushed:.0} ms without a flush, {flushed:.0} ms with one (queued in {took:?})");
+    assert!(unflushed > 800.0, "without a flush only {unflushed:.0} ms of the queued second was heard");
+    assert!(flushed < 200.0, "after the flush the user still heard {flushed:.0} ms of the queued second");
     (agent.leave)().await;
 }

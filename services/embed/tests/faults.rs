@@ -22,6 +22,7 @@ fn cuda_init_failure_then_a_device_error_mid_request() {
     let r = s.readyz();
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
+    s.assert_fallback_from_injected_cuda_init();
     let first = embed(&s.http);
     assert_eq!(first.len(), 384);
     assert_eq!(s.readyz()["degraded"], false);

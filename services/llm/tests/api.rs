@@ -258,20 +258,21 @@ fn eight_concurrent_streams_complete() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total = t.elapsed();
-    // Greedy decoding of the same prompt: batching with others must not change the text beyond
-    // near-tie flips. Batched and single-row products round differently, so a genuine near tie
-    // can flip one answer early (seen: "The planet is called ..." vs "The planet I'm referring
-    // to ..." after 11 characters); broken batching garbles them all. Hold: every answer
-    // non-empty, at most one of eight diverging within its first 12 characters.
-    let mut early = Vec::new();
+    // Greedy decoding of the same prompt: batching with others must not change the text.
+    // Batched and single-row products round differently, so a genuine near tie can flip one
+    // answer (seen once in CI: "The planet is called ..." vs "The planet I'm referring to ..."
+    // after 11 characters); broken batching garbles them all. Hold: every answer non-empty, at
+    // most one of eight differing from its solo text at all (README says the same).
+    let mut differ = Vec::new();
     for ((p, w), (g, _)) in prompts.iter().zip(&want).zip(&got) {
         assert!(!g.is_empty(), "{p}: empty batched answer");
-        let common = w.chars().zip(g.chars()).take_while(|(a, b)| a == b).count();
-        if common < w.chars().count().min(12) {
-            early.push(format!("{p}: alone {w:?}, batched {g:?}"));
+        if g != w {
+            let common = w.chars().zip(g.chars()).take_while(|(a, b)| a == b).count();
+            differ.push(format!("{p}: alone {w:?}, batched {g:?} (same for {common} characters)"));
         }
     }
-    assert!(early.len() <= 1, "batching changed the answers: {early:#?}");
+    eprintln!("{} of 8 batched answers equal their solo text; differing: {differ:#?}", 8 - differ.len());
+    assert!(differ.len() <= 1, "batching changed the answers: {differ:#?}");
     // Fair: nobody waits for everyone else to finish first (all finish within the same window).
     let slowest = got.iter().map(|g| g.1).max().unwrap();
     let fastest = got.iter().map(|g| g.1).min().unwrap();

@@ -27,7 +27,7 @@ fn cuda_init_failure_falls_back_to_cpu() {
     assert_eq!(r["status"], "ready");
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
-    assert!(s.log_text().contains("falling back to the CPU"), "{}", s.log_text());
+    s.assert_fallback_from_injected_cuda_init();
     let m = metrics(&s);
     assert_eq!(metric_value(&m, "voice_stt_device_info{device=\"cpu\",requested=\"cuda:0\"}"), 1.0);
     assert_jfk(

@@ -26,7 +26,7 @@ fn cuda_init_failure_then_a_device_error_mid_request() {
     let r = s.readyz();
     assert_eq!(r["device"], "cpu");
     assert_eq!(r["requested_device"], "cuda:0");
-    assert!(s.log_text().contains("falling back to the CPU"), "{}", s.log_text());
+    s.assert_fallback_from_injected_cuda_init();
     speak(&s.http);
     assert_eq!(s.readyz()["degraded"], false);
     // The second synthesis hits the injected fault; it is retried on a CPU copy and still speaks.

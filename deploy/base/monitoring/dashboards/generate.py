@@ -90,7 +90,10 @@ def service_dashboard(svc, title):
     api = f'{sel}, route!~"/healthz|/readyz|/metrics"'
     panels = [
         panel("Ready replicas", [(f"sum({m}_ready{{{sel}}})", "ready")], kind="stat", w=6, h=4),
-        panel("Degraded (CPU retry after a device error)", [(f"max({m}_degraded{{{sel}}})", "degraded")], kind="stat", w=6, h=4),
+        # voice-llm has no CPU retry after a device error (its degraded gauge never moves).
+        panel("Degraded (CPU retry after a device error)", [(f"max({m}_degraded{{{sel}}})", "degraded")], kind="stat", w=6, h=4)
+        if svc != "llm" else
+        panel("Device errors (requests fail; no CPU retry)", [(f"sum(increase({m}_device_errors_total{{{sel}}}[1h]))", "errors, 1 h")], kind="stat", w=6, h=4),
         panel("Device", [(f"sum by (device, requested) ({m}_device_info{{{sel}}})", "{{device}} (asked {{requested}})")], kind="stat", w=6, h=4,
               desc="device=cpu while requested=cuda means the service runs on its CPU fallback."),
         panel("Model load time", [(f"max by (model, device) ({m}_model_load_seconds{{{sel}}})", "{{model}} on {{device}}")], unit="s", kind="stat", w=6, h=4),
@@ -107,7 +110,7 @@ def service_dashboard(svc, title):
         panel("Rejected requests by reason", [(f"sum by (reason) (rate({m}_rejected_requests_total{{{sel}}}[5m]))", "{{reason}}")], unit="reqps"),
         panel("Device errors and CPU fallback requests", [
             (f"sum by (device, phase) (rate({m}_device_errors_total{{{sel}}}[5m]))", "errors {{device}} {{phase}}"),
-            (f"sum(rate({m}_cpu_fallback_requests_total{{{sel}}}[5m]))", "CPU fallback requests")], unit="reqps"),
+            (f"sum(rate({m}_cpu_fallback_requests_total{{{sel}}}[5m]))", "CPU fallback requests")][:1 if svc == "llm" else 2], unit="reqps"),
         panel("CPU and memory (container)", [
             (f'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="voice-ai", container="voice-{svc}"}}[5m]))', "cpu {{pod}}")],
             unit="short"),
