@@ -45,6 +45,9 @@ chmod -R a+rX "$DEST.tmp"
 chmod a+x "$DEST.tmp"/pgserver/pginstall/bin/*
 
 # pgvector from source (see above).
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_go
 export GOPATH=$CACHE/go GOFLAGS=-mod=mod GOTOOLCHAIN=local
 info=$(cd "$CACHE" && go mod download -json "github.com/pgvector/pgvector@$PGVECTOR")
 src=$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')

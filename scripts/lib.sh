@@ -16,9 +16,8 @@ DEBIAN_PACKAGES=(pocketsphinx-testdata flac lame vorbis-tools libopenblas0-pthre
 # What the scripts themselves use, which a minimal Debian lacks: curl + certificates (readiness
 # probes, downloads), openssl (the e2e test's throw-away certificate), Python with venv and pip
 # (model fetch helpers, test clients, the validators), gcc/g++/make (pgvector, the CUDA stub),
-# Node.js + npm (frontend, browser test), Go (livekit-server and the pgvector source; Debian's
-# Go only bootstraps the pinned toolchain from the Go proxy).
-TOOL_PACKAGES=(curl ca-certificates openssl python3 python3-venv python3-pip gcc g++ make git)
+# Node.js + npm (frontend, browser test), unzip (the Go toolchain, see ensure_go).
+TOOL_PACKAGES=(curl ca-certificates openssl python3 python3-venv python3-pip gcc g++ make git unzip)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -51,9 +50,42 @@ ensure_tools() {
     esac
   done
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
-  command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)
   [ ${#missing[@]} -eq 0 ] || ensure_debian_packages "${missing[@]}"
-  if [ -x /usr/local/go/bin/go ] && ! command -v go >/dev/null 2>&1; then export PATH=/usr/local/go/bin:$PATH; fi
+  ensure_go
+}
+
+# Go for livekit-server and the pgvector source (fetched through the Go module proxy). A Go >= 1.21
+# already here fetches the toolchain a go.mod asks for by itself (GOTOOLCHAIN); an older one (Debian
+# 12's golang-go is 1.19) cannot, so then the pinned toolchain comes from the Go proxy, the same
+# zip GOTOOLCHAIN would fetch, checked against the sha256 below.
+GO_TOOLCHAIN_VERSION=1.26.8
+declare -A GO_TOOLCHAIN_SHA256=(
+  [amd64]=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+  [arm64]=02b36b6787b3ac767668f630e2998df45a3b1f9ffee08d1bf3ef6487cd658d99
+)
+ensure_go() {
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH=/usr/local/go/bin:$PATH; fi
+  local minor
+  minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+  if [ -n "$minor" ] && [ "$minor" -ge 21 ]; then return 0; fi
+  local arch
+  case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64 | arm64) arch=arm64 ;; *) echo "no pinned Go toolchain for $(uname -m)" >&2; return 1 ;; esac
+  local name="v0.0.1-go$GO_TOOLCHAIN_VERSION.linux-$arch"
+  local dir="$CACHE_ROOT/go-toolchain/golang.org/toolchain@$name"
+  if [ ! -x "$dir/bin/go" ]; then
+    local proxy="${GOPROXY:-https://proxy.golang.org}"
+    proxy="${proxy%%[,|]*}"
+    [ "$proxy" != direct ] && [ "$proxy" != off ] || proxy=https://proxy.golang.org
+    log "installing Go $GO_TOOLCHAIN_VERSION from the Go module proxy ($proxy)"
+    mkdir -p "$CACHE_ROOT/go-toolchain"
+    local zip="$CACHE_ROOT/go-toolchain/$name.zip"
+    curl -fsSL --retry 3 -o "$zip" "$proxy/golang.org/toolchain/@v/$name.zip"
+    echo "${GO_TOOLCHAIN_SHA256[$arch]}  $zip" | sha256sum -c --quiet - || { rm -f "$zip"; echo "Go toolchain checksum mismatch" >&2; return 1; }
+    rm -rf "$dir"
+    unzip -q -d "$CACHE_ROOT/go-toolchain" "$zip"
+    rm -f "$zip"
+  fi
+  export PATH="$dir/bin:$PATH"
 }
 
 # kubectl for the manifest tests (tests/k8s via cargo test, deploy/validate.sh): the one on PATH,

@@ -403,9 +403,32 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// One signed 16-bit sample to f32 in [-1, 1).
+pub fn s16_to_f32(s: i16) -> f32 {
+    s as f32 / 32768.0
+}
+
+/// One f32 sample to signed 16-bit: clamped to [-1, 1], rounded.
+pub fn f32_to_s16(s: f32) -> i16 {
+    (s.clamp(-1.0, 1.0) * 32767.0).round() as i16
+}
+
 /// Little-endian signed 16-bit PCM bytes to f32 samples (an odd trailing byte is ignored).
 pub fn s16le_to_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0).collect()
+    bytes.chunks_exact(2).map(|c| s16_to_f32(i16::from_le_bytes([c[0], c[1]]))).collect()
+}
+
+/// f32 samples to little-endian signed 16-bit PCM bytes.
+pub fn f32_to_s16le(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|&s| f32_to_s16(s).to_le_bytes()).collect()
+}
+
+/// Where sound starts in `samples`: the first sample of the first `window`-sample block whose RMS
+/// reaches `threshold` (None: all quieter). Used to skip the silence a TTS voice starts with,
+/// which the listener would only wait through.
+pub fn sound_onset(samples: &[f32], window: usize, threshold: f32) -> Option<usize> {
+    let window = window.max(1);
+    samples.chunks(window).position(|w| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt() >= threshold).map(|i| i * window)
 }
 
 /// Little-endian f32 PCM bytes to samples; non-finite values become 0.
@@ -435,7 +458,7 @@ pub fn encode_wav(samples: &[f32], sample_rate: u32, channels: u16, float: bool)
         if float {
             out.extend_from_slice(&s.to_le_bytes());
         } else {
-            out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+            out.extend_from_slice(&f32_to_s16(s).to_le_bytes());
         }
     }
     out
@@ -447,6 +470,25 @@ mod tests {
 
     fn tone(rate: u32, secs: f32, freq: f32) -> Vec<f32> {
         (0..(rate as f32 * secs) as usize).map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()).collect()
+    }
+
+    #[test]
+    fn s16_conversions_clamp_and_round() {
+        assert_eq!(f32_to_s16le(&[0.0, 1.0, -1.0, 2.0]), vec![0, 0, 0xff, 0x7f, 0x01, 0x80, 0xff, 0x7f]);
+        assert_eq!(f32_to_s16(f32::NAN), 0);
+        assert_eq!(s16le_to_f32(&[0x00, 0x80, 0xff, 0x7f, 0x01]), vec![-1.0, 32767.0 / 32768.0]);
+        for v in [-32768i16, -1, 0, 1, 12345, 32767] {
+            assert!((f32_to_s16(s16_to_f32(v)) - v).abs() <= 1, "{v}");
+        }
+    }
+
+    #[test]
+    fn sound_onset_finds_the_first_loud_window() {
+        let mut s = vec![0.0005f32; 1000];
+        s.extend(tone(16_000, 0.1, 440.0));
+        assert_eq!(sound_onset(&s, 100, 0.003), Some(1000));
+        assert_eq!(sound_onset(&s[..1000], 100, 0.003), None);
+        assert_eq!(sound_onset(&[], 100, 0.003), None);
     }
 
     #[test]

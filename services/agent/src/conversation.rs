@@ -48,6 +48,12 @@ use crate::{
 const SORRY_LLM: &str = "Sorry, I'm having trouble thinking right now. Please try again in a moment.";
 const SORRY_STT: &str = "Sorry, I didn't catch that. I'm having trouble hearing right now.";
 
+/// The reply's leading silence ends at the first 10 ms window louder than -50 dBFS RMS; 20 ms
+/// before it are kept so a soft onset (an "f", an "h") is not clipped.
+const LEAD_WINDOW_MS: u32 = 10;
+const LEAD_SILENCE_RMS: f32 = 0.003;
+const LEAD_KEEP_MS: u32 = 20;
+
 /// Data message topics (the frontend's contract).
 pub const TOPIC_STATE: &str = "agent.state";
 pub const TOPIC_TRANSCRIPT: &str = "agent.transcript";
@@ -390,7 +396,7 @@ impl Conversation {
     fn transcribe_unary(&mut self, id: u64) {
         let Some(u) = self.utterances.iter_mut().find(|u| u.id == id) else { return };
         let b = self.shared.backends.clone();
-        let samples: Vec<f32> = u.audio.iter().map(|&s| s as f32 / 32768.0).collect();
+        let samples: Vec<f32> = u.audio.iter().map(|&s| voice_runtime::audio::s16_to_f32(s)).collect();
         let wav = voice_runtime::audio::encode_wav(&samples, INPUT_RATE, 1, false);
         let report = self.tx.clone();
         u.task = tokio::spawn(async move {
@@ -716,18 +722,35 @@ impl ReplyJob {
             };
             let mut carry: Vec<i16> = Vec::with_capacity(OUTPUT_FRAME * 2);
             let mut announced = false;
+            // The voice starts with a few hundred ms of silence: before the reply's first words
+            // that is pure wait for the listener, so it is skipped (the pauses between sentences
+            // are left as the voice made them).
+            let mut lead = (idx == 0).then(Vec::<f32>::new);
             loop {
                 match stream.message().await {
                     Ok(Some(chunk)) if !chunk.pcm.is_empty() => {
+                        let rate = if chunk.sample_rate == 0 { 24_000 } else { chunk.sample_rate };
+                        let mut samples = voice_runtime::audio::s16le_to_f32(&chunk.pcm);
+                        if let Some(mut quiet) = lead.take() {
+                            quiet.append(&mut samples);
+                            let ms = |n: u32| (rate * n / 1000) as usize;
+                            match voice_runtime::audio::sound_onset(&quiet, ms(LEAD_WINDOW_MS), LEAD_SILENCE_RMS) {
+                                Some(at) => samples = quiet.split_off(at.saturating_sub(ms(LEAD_KEEP_MS))),
+                                None => {
+                                    // All quiet so far: keep only what could be the onset's lead-in.
+                                    quiet.drain(..quiet.len().saturating_sub(ms(LEAD_KEEP_MS)));
+                                    lead = Some(quiet);
+                                    continue;
+                                }
+                            }
+                        }
                         self.mark(|t| &mut t.first_audio);
                         if !announced {
                             announced = true;
                             let _ = self.report.send(Internal::Sentence { turn: self.turn, text: text.clone() });
                         }
-                        let rate = if chunk.sample_rate == 0 { 24_000 } else { chunk.sample_rate };
-                        let samples: Vec<f32> = chunk.pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
                         let up = voice_runtime::audio::resample(&samples, rate, OUTPUT_RATE).map_err(|e| format!("resampling TTS audio: {e}"))?;
-                        carry.extend(up.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16));
+                        carry.extend(up.iter().map(|&v| voice_runtime::audio::f32_to_s16(v)));
                         let whole = carry.len() / OUTPUT_FRAME * OUTPUT_FRAME;
                         for f in carry[..whole].chunks_exact(OUTPUT_FRAME) {
                             let _ = frames_tx.send((idx, f.to_vec()));

@@ -35,7 +35,7 @@ struct SileroStream(voice_vad::VadStream);
 
 impl VadStream for SileroStream {
     fn push(&mut self, pcm: &[i16]) -> Result<Vec<f32>> {
-        let samples: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+        let samples: Vec<f32> = pcm.iter().map(|&s| voice_runtime::audio::s16_to_f32(s)).collect();
         self.0.push(&samples)
     }
 }

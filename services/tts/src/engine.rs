@@ -260,15 +260,6 @@ fn send_within<T>(tx: &mpsc::Sender<T>, mut item: T, limit: Duration) -> Sent {
     }
 }
 
-/// f32 samples -> signed 16-bit little-endian PCM.
-pub fn to_s16le(samples: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(samples.len() * 2);
-    for &s in samples {
-        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
-    }
-    out
-}
-
 /// A WAV header for a stream of unknown length (16-bit mono): the RIFF and data sizes are
 /// 0xFFFFFFFF, the convention streaming encoders (ffmpeg, OpenAI's API) use; readers take the
 /// data to the end of the file.
@@ -306,8 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn pcm_and_header() {
-        assert_eq!(to_s16le(&[0.0, 1.0, -1.0, 2.0]), vec![0, 0, 0xff, 0x7f, 0x01, 0x80, 0xff, 0x7f]);
+    fn streaming_header() {
         let h = streaming_wav_header(24_000);
         assert_eq!(h.len(), 44);
         assert_eq!(&h[..4], b"RIFF");

@@ -9,10 +9,7 @@ use tonic::{Request, Response, Status};
 use voice_kokoro::SAMPLE_RATE;
 use voice_proto::tts::v1::{self as pb, text_to_speech_server::TextToSpeech};
 
-use crate::{
-    engine::{to_s16le, voice_language},
-    AppState,
-};
+use crate::{engine::voice_language, AppState};
 
 pub struct TtsGrpc {
     pub state: AppState,
@@ -38,7 +35,7 @@ impl TextToSpeech for TtsGrpc {
         engine.synthesize(plan, started, tx).await?;
         let pieces = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
             Ok(p) => Ok(pb::AudioChunk {
-                pcm: to_s16le(&p.samples),
+                pcm: voice_runtime::audio::f32_to_s16le(&p.samples),
                 sample_rate: SAMPLE_RATE,
                 index: p.index as u32,
                 text: p.text,

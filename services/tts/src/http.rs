@@ -27,7 +27,7 @@ use voice_kokoro::SAMPLE_RATE;
 use voice_runtime::{error::parse_json, ApiError};
 
 use crate::{
-    engine::{streaming_wav_header, to_s16le, voice_language, TtsEngine},
+    engine::{streaming_wav_header, voice_language, TtsEngine},
     AppState,
 };
 
@@ -111,7 +111,7 @@ async fn speech(State(st): State<AppState>, body: Bytes) -> Result<Response, Api
     if format == Format::Wav {
         head.extend(streaming_wav_header(SAMPLE_RATE));
     }
-    head.extend(to_s16le(&first.samples));
+    head.extend(voice_runtime::audio::f32_to_s16le(&first.samples));
     let stream = async_stream(head, rx);
     let content_type = if format == Format::Wav { "audio/wav" } else { "audio/pcm" };
     Ok((
@@ -134,7 +134,7 @@ fn async_stream(
     use futures::StreamExt;
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let rest = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
-        Ok(p) => Ok(Bytes::from(to_s16le(&p.samples))),
+        Ok(p) => Ok(Bytes::from(voice_runtime::audio::f32_to_s16le(&p.samples))),
         Err(e) => Err(std::io::Error::other(e.message)),
     });
     first.chain(rest)
