@@ -20,7 +20,7 @@ use voice_agent::{
     metrics::AgentMetrics,
     transport::{InMemoryTransport, PlayedFrame, OUTPUT_RATE},
     turn::{TurnDetector, TurnEvent},
-    vad::{Silero, Vad, VadStream},
+    vad::{Silero, Vad},
 };
 use voice_testkit::{client, Service, SharedServer};
 
