@@ -160,15 +160,15 @@ fn rms(samples: &[i16]) -> f64 {
     (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
 }
 
-/// The index of the 20 ms frame whose arrival gave the agent's turn detector its last speech
-/// window: Silero VAD and the detector with the default settings, run over `audio` as the agent
-/// received it (after the harness's 300 ms of silence).
-fn last_speech_frame(audio: &[i16]) -> usize {
+/// The index of the 20 ms frame of `audio` whose arrival gave the agent's turn detector its last
+/// speech window: Silero VAD and the detector with the default settings, run over what the agent
+/// received (`before`, then `audio`; the VAD's state depends on both).
+fn last_speech_frame(before: &[i16], audio: &[i16]) -> usize {
     let mut vad = Silero::load(&models_dir().join("silero_vad_16k.safetensors")).unwrap().stream();
     let mut detector = TurnDetector::new(AgentConfig::default().turn);
     let t0 = Instant::now();
     let at = |i: usize| t0 + Duration::from_millis(20 * i as u64);
-    for f in vec![0i16; 300 * 16].chunks(320) {
+    for f in before.chunks(320) {
         vad.push(f).unwrap();
     }
     for (i, f) in audio.chunks(320).enumerate() {
@@ -192,7 +192,8 @@ async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
     let _serial = SERIAL.lock().await;
     let h = start(AgentConfig::default()).await;
     let question = blocking(|| speak(h.tts, "What is the capital of France?", "am_adam"));
-    h.room.silence(Duration::from_millis(300)).await.unwrap();
+    let lead = vec![0i16; 300 * 16];
+    h.room.say(&lead).await.unwrap();
     let asked = Instant::now();
     let mut fed = h.room.say_timed(&question).await.unwrap();
     let tail = vec![0i16; 800 * 16];
@@ -240,7 +241,7 @@ async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
     // turn detector, replayed here over the same audio with the instants this side handed each
     // frame over, says which frame's arrival was the last speech; its end: the answer's first
     // frame played (at most one 10 ms tick after the agent handed it over). They agree within 50 ms.
-    let vad_last = last_speech_frame(&heard_by_agent);
+    let vad_last = last_speech_frame(&lead, &heard_by_agent);
     let first_played = h.room.played().into_iter().find(|f| f.at > fed[vad_last]).expect("a frame played");
     let outside_ms = (first_played.at - fed[vad_last]).as_secs_f64() * 1e3;
     // What the user hears: their last loud frame -> the answer's first loud frame. Longer than the
