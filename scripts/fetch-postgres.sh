@@ -13,6 +13,8 @@
 # public repository's tag as a module zip, checksum-verified against sum.golang.org). In Kubernetes use the official
 # pgvector image instead (deploy/components/postgres).
 set -euo pipefail
+# Absolute: the script changes directory before it needs lib.sh.
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VERSION=0.1.6
 PGVECTOR=v0.8.1
 PGVECTOR_SUM=h1:Yf1JTBT6v7uGBPaMumdtpBZ2MMiqVNODP6WLNV9wH1k=
@@ -46,7 +48,7 @@ chmod a+x "$DEST.tmp"/pgserver/pginstall/bin/*
 
 # pgvector from source (see above).
 # shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$HERE/lib.sh"
 ensure_go
 export GOPATH=$CACHE/go GOFLAGS=-mod=mod GOTOOLCHAIN=local
 info=$(cd "$CACHE" && go mod download -json "github.com/pgvector/pgvector@$PGVECTOR")

@@ -67,6 +67,16 @@ struct Args {
     /// Partial transcripts every N ms while the user speaks (0: none).
     #[arg(long, default_value_t = 1000)]
     partial_interval_ms: u32,
+    /// Silence after which the final transcript starts (the agent's --final-candidate-silence;
+    /// 0: only at the end of the turn).
+    #[arg(long, default_value_t = 96)]
+    final_candidate_ms: u64,
+    /// voice-llm's --prefix-cache-mb (0: every turn prefills the whole prompt).
+    #[arg(long, default_value_t = 256)]
+    prefix_cache_mb: u64,
+    /// voice-llm's --cpu-nice.
+    #[arg(long, default_value_t = 0)]
+    llm_nice: i32,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
@@ -104,6 +114,9 @@ fn main() -> Result<()> {
             let mut args = vec!["--device".to_string(), dev.clone(), "--log-format".into(), "json".into()];
             if let Some(m) = model {
                 args.extend(["--model".to_string(), m]);
+            }
+            if name == "voice-llm" {
+                args.extend(["--prefix-cache-mb".to_string(), a.prefix_cache_mb.to_string(), "--cpu-nice".into(), a.llm_nice.to_string()]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let s = start(name, prefix, &args);
@@ -154,8 +167,12 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
     let vad_dir = voice_models::Fetcher::new(None).resolve("silero-vad", true, &[]).context("silero-vad")?.dir;
     let vad = Silero::load(&vad_dir.join(voice_vad::SAFETENSORS_FILE))?;
     let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_bench")?)?;
-    let config =
-        AgentConfig { turn: TurnConfig { end_silence: Duration::from_millis(a.end_silence_ms), ..TurnConfig::default() }, ..AgentConfig::default() };
+    let turn = TurnConfig {
+        end_silence: Duration::from_millis(a.end_silence_ms),
+        candidate_silence: Duration::from_millis(a.final_candidate_ms),
+        ..TurnConfig::default()
+    };
+    let config = AgentConfig { turn, ..AgentConfig::default() };
     let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("bench"));
@@ -201,9 +218,12 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
             }
         };
         eprintln!(
-            "turn {:>2}: voice-to-voice {:>7.1} ms  | {} -> {}",
+            "turn {:>2}: voice-to-voice {:>7.1} ms  llm ttft {:>7.1} ms  prompt {:>4} tokens ({:>4} cached)  | {} -> {}",
             turn + 1,
             report["voice_to_voice_ms"].as_f64().unwrap_or(0.0),
+            report["llm_ttft_ms"].as_f64().unwrap_or(0.0),
+            report["llm_prompt_tokens"],
+            report["llm_cached_tokens"],
             report["user"],
             report["agent"]
         );
@@ -224,6 +244,9 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
         println!("{s:<22} {p50:>9.1} {p90:>9.1}");
         summary.insert(s.into(), json!({"p50": p50, "p90": p90}));
     }
+    let sum = |k: &str| reports.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
+    let (prompt, cached) = (sum("llm_prompt_tokens"), sum("llm_cached_tokens"));
+    println!("LLM prompt tokens: {prompt}, {cached} from the prefix cache ({:.0} %)", 100.0 * cached as f64 / prompt.max(1) as f64);
     println!("turns: {}, agent peak RSS {:.0} MB (this process: VAD, loop, clients)", reports.len(), common::rss_mb("VmHWM:"));
     if let Some(p) = &a.json {
         std::fs::write(

@@ -64,7 +64,9 @@ fn main() -> Result<()> {
     let dir = Fetcher::new(None).resolve(&a.model, true, &[])?.dir;
     let model = Arc::new(LoadedModel::load(&a.model, &dir, &candle_core::Device::Cpu, 4096)?);
     let max_streams = a.streams.iter().copied().max().unwrap_or(1);
-    let engine = Engine::start(model.clone(), EngineConfig { max_batch: max_streams, max_queue: 64, prefill_chunk: 4096 }, None);
+    // No prefix cache: every run must prefill the whole prompt (it repeats).
+    let engine =
+        Engine::start(model.clone(), EngineConfig { max_batch: max_streams, max_queue: 64, prefill_chunk: 4096, prefix_cache_bytes: 0 }, None);
     // A prompt of exactly `prompt_tokens` tokens: repeat a sentence and cut.
     let mut prompt = model.tokenizer.encode("The quick brown fox jumps over the lazy dog while the band plays on. ".repeat(64).as_str())?;
     prompt.truncate(a.prompt_tokens);

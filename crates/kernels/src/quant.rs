@@ -413,8 +413,53 @@ mod x86 {
         hsum(acc)
     }
 
+    /// One block `b` of one weight row against activation rows t0..t0 + 4, added to `acc` /
+    /// `mins` (the per-row accumulators of one chain).
+    #[inline(always)]
+    unsafe fn block4<const KIND: u8>(w: &[u8], x: &super::Q8Rows, t0: usize, b: usize, acc: &mut [__m256; 4], mins: &mut [f32; 4]) {
+        let cols = x.cols;
+        let nb = cols / QK;
+        let bb = match KIND {
+            0 => 18,
+            1 => 20,
+            _ => 34,
+        };
+        let blk = w.as_ptr().add(b * bb);
+        let dw = f16_at(w, b * bb);
+        // Unsigned weights (Q4_1) multiply directly; signed ones use the sign trick, whose
+        // weight half is computed once here.
+        let (qw, signs) = match KIND {
+            0 => {
+                let q = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
+                (_mm256_sign_epi8(q, q), q)
+            }
+            1 => {
+                let q = nibbles(blk.add(4));
+                (q, q)
+            }
+            _ => {
+                let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                (_mm256_sign_epi8(q, q), q)
+            }
+        };
+        let mw = if KIND == 1 { f16_at(w, b * bb + 2) } else { 0.0 };
+        for i in 0..4 {
+            let t = t0 + i;
+            let qx = _mm256_loadu_si256(x.q.as_ptr().add(t * cols + b * QK) as *const __m256i);
+            let prod = if KIND == 1 { mul_sum_u8_i8(qw, qx) } else { mul_sum_u8_i8(qw, _mm256_sign_epi8(qx, signs)) };
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.get_unchecked(t * nb + b)), prod, acc[i]);
+            if KIND == 1 {
+                mins[i] += mw * *x.s.get_unchecked(t * nb + b);
+            }
+        }
+    }
+
     /// `dot4::<0>` is Q4_0, `<1>` Q4_1, `<8>` Q8_0: one weight row against activation rows
-    /// t0..t0 + 4, each block unpacked once, four independent accumulator chains.
+    /// t0..t0 + 4, each block unpacked once. Every row's sum is formed in exactly the order of
+    /// the single-row kernel of its type (Q4_1 and Q8_0 alternate two accumulator chains by
+    /// block, Q4_0 uses one), so a row's result is the same bits whether it was computed alone
+    /// or in a group of four: a prompt prefilled in chunks, a prefix reused from the cache and
+    /// a batched decode step all give the logits of one row at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot4<const KIND: u8>(w: &[u8], x: &super::Q8Rows, t0: usize) -> [f32; 4] {
         let cols = x.cols;
@@ -426,41 +471,29 @@ mod x86 {
             _ => 34,
         };
         assert!(w.len() >= nb * bb);
-        let wp = w.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut mins = [0f32; 4];
-        let eight = _mm256_set1_epi8(8);
-        for b in 0..nb {
-            let blk = wp.add(b * bb);
-            let dw = f16_at(w, b * bb);
-            // Unsigned weights (Q4_1) multiply directly; signed ones use the sign trick, whose
-            // weight half is computed once here.
-            let (qw, signs) = match KIND {
-                0 => {
-                    let q = _mm256_sub_epi8(nibbles(blk.add(2)), eight);
-                    (_mm256_sign_epi8(q, q), q)
-                }
-                1 => {
-                    let q = nibbles(blk.add(4));
-                    (q, q)
-                }
-                _ => {
-                    let q = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                    (_mm256_sign_epi8(q, q), q)
-                }
-            };
-            let mw = if KIND == 1 { f16_at(w, b * bb + 2) } else { 0.0 };
-            for i in 0..4 {
-                let t = t0 + i;
-                let qx = _mm256_loadu_si256(x.q.as_ptr().add(t * cols + b * QK) as *const __m256i);
-                let prod = if KIND == 1 { mul_sum_u8_i8(qw, qx) } else { mul_sum_u8_i8(qw, _mm256_sign_epi8(qx, signs)) };
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.get_unchecked(t * nb + b)), prod, acc[i]);
-                if KIND == 1 {
-                    mins[i] += mw * *x.s.get_unchecked(t * nb + b);
-                }
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        let (mut mins0, mut mins1) = ([0f32; 4], [0f32; 4]);
+        let mut b = 0;
+        if KIND == 0 {
+            while b < nb {
+                block4::<KIND>(w, x, t0, b, &mut acc0, &mut mins0);
+                b += 1;
             }
+            return std::array::from_fn(|i| hsum(acc0[i]));
         }
-        std::array::from_fn(|i| hsum(acc[i]) + mins[i])
+        while b + 1 < nb {
+            block4::<KIND>(w, x, t0, b, &mut acc0, &mut mins0);
+            block4::<KIND>(w, x, t0, b + 1, &mut acc1, &mut mins1);
+            b += 2;
+        }
+        if b < nb {
+            block4::<KIND>(w, x, t0, b, &mut acc0, &mut mins0);
+        }
+        if KIND == 1 {
+            std::array::from_fn(|i| hsum(_mm256_add_ps(acc0[i], acc1[i])) + mins0[i] + mins1[i])
+        } else {
+            std::array::from_fn(|i| hsum(_mm256_add_ps(acc0[i], acc1[i])))
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -601,5 +634,26 @@ mod tests {
         b.matmul(&x, m, &mut sb);
         assert_eq!(oa, sa);
         assert_eq!(ob, sb);
+    }
+
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_rows_beside_it() {
+        // The prefix cache and batched decoding rely on this: row t of an m-row product is the
+        // same bits as the product of row t alone (m = 1 runs the single-row kernels, m = 9
+        // runs two groups of four through dot4 and one row alone).
+        let (rows, cols, m) = (40, 160, 9);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0).collect();
+        let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin() * (1.0 + (i % 13) as f32)).collect();
+        for (qt, data) in [(QType::Q4_1, quantize_q4_1(&w)), (QType::Q8_0, quantize_q8_0(&w)), (QType::Q4_0, quantize_q4_0(&w))] {
+            let qm = QMatrix::new(qt, rows, cols, data).unwrap();
+            let mut all = vec![0f32; m * rows];
+            qm.matmul(&x, m, &mut all);
+            for t in 0..m {
+                let mut one = vec![0f32; rows];
+                qm.matmul(&x[t * cols..(t + 1) * cols], 1, &mut one);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&all[t * rows..(t + 1) * rows]), bits(&one), "{qt:?} row {t}");
+            }
+        }
     }
 }

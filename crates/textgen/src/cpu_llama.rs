@@ -62,6 +62,17 @@ pub struct KvCache {
     pub len: usize,
 }
 
+impl KvCache {
+    /// A copy of the first `n` positions (all of them if it holds fewer).
+    pub fn prefix(&self, n: usize) -> KvCache {
+        let n = n.min(self.len);
+        let cut = |layers: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            layers.iter().map(|l| if self.len == 0 { Vec::new() } else { l[..l.len() / self.len * n].to_vec() }).collect()
+        };
+        KvCache { k: cut(&self.k), v: cut(&self.v), len: n }
+    }
+}
+
 fn supported(t: GgmlDType) -> bool {
     matches!(t, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::F16 | GgmlDType::F32)
 }
@@ -193,6 +204,22 @@ impl CpuLlama {
             .build()
             .map_err(|e| anyhow!("cannot start the CPU thread pool: {e}"))?;
         Ok(Self { cfg, tok_embd, layers, out_norm, output, rope, pool })
+    }
+
+    /// Give this model's threads the Linux nice value `nice` (higher = yields more): on a
+    /// machine shared with speech synthesis, the rest of an answer is decoded in the cycles
+    /// the synthesis of its first sentence leaves, instead of taking half of them.
+    pub fn set_nice(&self, nice: i32) -> Result<()> {
+        let failed = self.pool.broadcast(|_| {
+            // Linux: the nice value is per thread; who = the calling thread's id.
+            // Safety: plain syscalls on the calling thread.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            (unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0).then(std::io::Error::last_os_error)
+        });
+        match failed.into_iter().flatten().next() {
+            Some(e) => bail!("setting the nice value {nice} of the model's threads: {e}"),
+            None => Ok(()),
+        }
     }
 
     pub fn new_cache(&self) -> KvCache {

@@ -2,6 +2,9 @@
 //! each (a prompt chunk or one token), so a long answer never holds the others back. Requests
 //! wait in a bounded queue; a full queue is refused at once. A sequence whose client went away
 //! (its event receiver dropped, or the cancel flag set) is dropped at its next step.
+//!
+//! Finished and cancelled sequences go to the [`PrefixCache`]: a new request starts from the
+//! longest token prefix it shares with one of them and prefills only the rest.
 
 use std::{
     sync::{
@@ -15,6 +18,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::{
     model::{LoadedModel, Sequence},
+    prefix_cache::PrefixCache,
     sampling::{Sampler, SamplingParams},
     text::{IncrementalDecoder, StopMatcher, StopOutcome},
 };
@@ -27,11 +31,14 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Prompt tokens fed per turn, so a long prompt does not stall the other sequences.
     pub prefill_chunk: usize,
+    /// K/V bytes kept from finished and cancelled sequences for prefix reuse (0: no reuse).
+    /// Only models whose caches can be cut back use it ([`LoadedModel::reuses_prefixes`]).
+    pub prefix_cache_bytes: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch: 8, max_queue: 32, prefill_chunk: 256 }
+        Self { max_batch: 8, max_queue: 32, prefill_chunk: 256, prefix_cache_bytes: 256 << 20 }
     }
 }
 
@@ -52,6 +59,8 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose K/V came from the prefix cache (not computed again).
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +95,11 @@ pub trait EngineObserver: Send + Sync {
     fn cancelled(&self) {}
     fn active(&self, _n: usize) {}
     fn queued(&self, _n: usize) {}
+    /// A sequence was admitted: `reused` prompt tokens came from the prefix cache, `prefilled`
+    /// are fed now.
+    fn prompt(&self, _reused: usize, _prefilled: usize) {}
+    /// What the prefix cache holds after a change.
+    fn prefix_cache(&self, _tokens: usize, _entries: usize) {}
 }
 
 struct NoObserver;
@@ -111,6 +125,8 @@ impl Drop for Handle {
 
 struct Job {
     req: GenerateRequest,
+    /// Only read the prompt into the prefix cache; generate nothing.
+    prefill_only: bool,
     events: tmpsc::UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
     enqueued: Instant,
@@ -133,7 +149,14 @@ impl Engine {
         if !model.parallel_sequences() {
             worker_cfg.max_batch = 1;
         }
-        let worker = Worker { model: model.clone(), cfg: worker_cfg, pending: pending.clone(), observer: observer.clone() };
+        let budget = if model.reuses_prefixes() { (cfg.prefix_cache_bytes / model.info.kv_bytes_per_token.max(1)) as usize } else { 0 };
+        let worker = Worker {
+            model: model.clone(),
+            cfg: worker_cfg,
+            pending: pending.clone(),
+            observer: observer.clone(),
+            cache: std::cell::RefCell::new(PrefixCache::new(budget)),
+        };
         std::thread::Builder::new().name("textgen-scheduler".into()).spawn(move || worker.run(rx)).expect("spawning the scheduler thread");
         Self { tx, pending, cfg, model, observer }
     }
@@ -144,6 +167,17 @@ impl Engine {
     }
 
     pub fn submit(&self, req: GenerateRequest) -> Result<Handle, SubmitError> {
+        self.enqueue(req, false)
+    }
+
+    /// Read `prompt_tokens` into the prefix cache and generate nothing: the handle's only event
+    /// is `Done` (completion_tokens 0) once they are in. A client warms the cache with what its
+    /// next request will start with (a conversation's history while the user talks).
+    pub fn prefill(&self, prompt_tokens: Vec<u32>) -> Result<Handle, SubmitError> {
+        self.enqueue(GenerateRequest { prompt_tokens, params: SamplingParams { max_tokens: 0, ..Default::default() } }, true)
+    }
+
+    fn enqueue(&self, req: GenerateRequest, prefill_only: bool) -> Result<Handle, SubmitError> {
         let context = self.model.info.context_length;
         if req.prompt_tokens.is_empty() {
             return Err(SubmitError::EmptyPrompt);
@@ -160,7 +194,7 @@ impl Engine {
         self.observer.queued(before + 1);
         let (etx, erx) = tmpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job { req, events: etx, cancel: cancel.clone(), enqueued: Instant::now() };
+        let job = Job { req, prefill_only, events: etx, cancel: cancel.clone(), enqueued: Instant::now() };
         if self.tx.send(job).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::Stopped);
@@ -177,12 +211,16 @@ struct Active {
     stops: StopMatcher,
     /// Prompt tokens not fed yet.
     prefill_from: usize,
+    /// Prompt tokens the prefix cache supplied.
+    reused: usize,
     context: Vec<u32>,
     generated: usize,
     last_token: Option<u32>,
     first_token_at: Option<Instant>,
     last_token_at: Instant,
     done: bool,
+    /// False after an error: the sequence's cache may be inconsistent, it is not reused.
+    reusable: bool,
 }
 
 struct Worker {
@@ -190,19 +228,29 @@ struct Worker {
     cfg: EngineConfig,
     pending: Arc<AtomicUsize>,
     observer: Arc<dyn EngineObserver>,
+    /// Only the scheduler thread touches it.
+    cache: std::cell::RefCell<PrefixCache>,
 }
 
 impl Worker {
     fn admit(&self, job: Job, active: &mut Vec<Active>) {
         let n = self.pending.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
         self.observer.queued(n);
-        let seq = match self.model.new_sequence() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = job.events.send(Event::Error(format!("could not start a sequence: {e:#}")));
-                return;
-            }
+        let reuse = self.cache.borrow_mut().take(&job.req.prompt_tokens);
+        let (seq, reused) = match reuse {
+            Some(r) => (r.seq, r.tokens),
+            None => match self.model.new_sequence() {
+                Ok(s) => (s, 0),
+                Err(e) => {
+                    let _ = job.events.send(Event::Error(format!("could not start a sequence: {e:#}")));
+                    return;
+                }
+            },
         };
+        self.observer.prompt(reused, job.req.prompt_tokens.len() - reused);
+        let cache = self.cache.borrow();
+        self.observer.prefix_cache(cache.tokens(), cache.entries());
+        drop(cache);
         let stops = StopMatcher::new(job.req.params.stop.clone());
         let sampler = Sampler::new(job.req.params.clone());
         let context = job.req.prompt_tokens.clone();
@@ -211,13 +259,15 @@ impl Worker {
             sampler,
             decoder: IncrementalDecoder::new(),
             stops,
-            prefill_from: 0,
+            prefill_from: reused,
+            reused,
             context,
             generated: 0,
             last_token: None,
             first_token_at: None,
             last_token_at: Instant::now(),
             done: false,
+            reusable: true,
             job,
         });
     }
@@ -246,8 +296,31 @@ impl Worker {
             }
             self.observer.active(active.len());
             self.turn(&mut active);
-            active.retain(|a| !a.done);
+            self.retire(&mut active);
             self.observer.active(active.len());
+        }
+    }
+
+    /// Take the finished and cancelled sequences out of `active`; their caches go to the prefix
+    /// cache with the tokens they were computed from.
+    fn retire(&self, active: &mut Vec<Active>) {
+        let mut i = 0;
+        let mut changed = false;
+        while i < active.len() {
+            if !active[i].done {
+                i += 1;
+                continue;
+            }
+            let a = active.swap_remove(i);
+            if a.reusable && self.model.reuses_prefixes() {
+                let fed = a.seq.pos.min(a.context.len());
+                self.cache.borrow_mut().put(a.context[..fed].to_vec(), a.seq);
+                changed = true;
+            }
+        }
+        if changed {
+            let cache = self.cache.borrow();
+            self.observer.prefix_cache(cache.tokens(), cache.entries());
         }
     }
 
@@ -265,7 +338,7 @@ impl Worker {
         if !tail.is_empty() {
             let _ = a.job.events.send(Event::Text(tail));
         }
-        let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated };
+        let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated, cached_tokens: a.reused };
         let decode_secs = a.first_token_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.observer.finished(usage, decode_secs);
         let _ = a.job.events.send(Event::Done { reason, usage, time_to_first_token: a.first_token_at.map(|t| t - a.job.enqueued) });
@@ -288,6 +361,7 @@ impl Worker {
                 let r = a.seq.forward(&a.job.req.prompt_tokens[a.prefill_from..end]);
                 a.prefill_from = end;
                 match r {
+                    Ok(_) if end == prompt_len && a.job.prefill_only => self.finish_without_flush(a),
                     Ok(logits) if end == prompt_len => self.after_logits(a, logits),
                     Ok(_) => {}
                     Err(e) => self.fail(a, e),
@@ -339,6 +413,7 @@ impl Worker {
     fn fail(&self, a: &mut Active, e: anyhow::Error) {
         let _ = a.job.events.send(Event::Error(format!("{e:#}")));
         a.done = true;
+        a.reusable = false;
     }
 
     /// Sample from a sequence's logits and emit what it produced.
@@ -385,9 +460,9 @@ impl Worker {
         }
     }
 
-    /// A stop string ended the text: nothing held back is emitted.
+    /// A stop string ended the text (nothing held back is emitted), or a prefill finished.
     fn finish_without_flush(&self, a: &mut Active) {
-        let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated };
+        let usage = Usage { prompt_tokens: a.job.req.prompt_tokens.len(), completion_tokens: a.generated, cached_tokens: a.reused };
         let decode_secs = a.first_token_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
         self.observer.finished(usage, decode_secs);
         let _ =

@@ -9,11 +9,14 @@
 //! - [`sampling`]: temperature, top-k, top-p, seed, frequency/presence and repeat penalties.
 //! - [`text`]: UTF-8-safe incremental detokenisation and stop strings across token boundaries.
 //! - [`engine`]: a scheduler thread that serves many sequences at once, one token each in turn.
+//! - [`prefix_cache`]: finished sequences' K/V kept by token prefix, so a conversation's next
+//!   turn prefills only what is new.
 
 pub mod cpu_llama;
 pub mod engine;
 pub mod gguf_check;
 pub mod model;
+pub mod prefix_cache;
 pub mod sampling;
 pub mod spm;
 pub mod template;

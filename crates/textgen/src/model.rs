@@ -239,6 +239,21 @@ impl LoadedModel {
         Ok(Sequence { arch: self.template.clone(), hf_cache, kv, pos: 0, device: self.device.clone() })
     }
 
+    /// Give the threads that run the model the Linux nice value `nice` (our CPU llama only;
+    /// false where the implementation's threads are not ours to set).
+    pub fn set_thread_nice(&self, nice: i32) -> Result<bool> {
+        match &self.template {
+            Arch::Cpu(m) => m.set_nice(nice).map(|_| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a sequence's cache can be cut back to a prefix ([`Sequence::prefix`]), which the
+    /// prefix cache needs: our CPU llama only (candle's implementations keep their caches private).
+    pub fn reuses_prefixes(&self) -> bool {
+        matches!(self.template, Arch::Cpu(_))
+    }
+
     /// Whether [`forward_batch`](Self::forward_batch) shares one pass over the weights.
     pub fn batches(&self) -> bool {
         matches!(self.template, Arch::Cpu(_))
@@ -260,6 +275,14 @@ impl LoadedModel {
 }
 
 impl Sequence {
+    /// A copy holding only the first `n` positions, or None where the implementation cannot
+    /// cut its cache ([`LoadedModel::reuses_prefixes`]).
+    pub fn prefix(&self, n: usize) -> Option<Sequence> {
+        let kv = self.kv.as_ref()?.prefix(n);
+        let pos = kv.len;
+        Some(Sequence { arch: self.arch.clone(), hf_cache: None, kv: Some(kv), pos, device: self.device.clone() })
+    }
+
     /// Feed `tokens` after what the sequence has seen; returns the logits for the last one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {

@@ -37,7 +37,14 @@ impl ChatTemplate {
         Ok(t)
     }
 
+    /// The prompt for the next assistant message.
     pub fn render(&self, messages: &[ChatMessage], bos: &str, eos: &str) -> Result<String> {
+        self.render_with(messages, bos, eos, true)
+    }
+
+    /// `add_generation_prompt` false: the messages alone, as the start of a longer prompt (what
+    /// a prefix-cache warm-up reads).
+    pub fn render_with(&self, messages: &[ChatMessage], bos: &str, eos: &str, add_generation_prompt: bool) -> Result<String> {
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
@@ -47,7 +54,7 @@ impl ChatTemplate {
         let tmpl = env.get_template("chat").map_err(|e| anyhow!("{e}"))?;
         tmpl.render(minijinja::context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
-            add_generation_prompt => true,
+            add_generation_prompt => add_generation_prompt,
             bos_token => bos,
             eos_token => eos,
         })

@@ -198,3 +198,107 @@ fn memory_estimate_counts_weights_and_kv_cache() {
     assert!(big - small >= (4096 * 8 - 512) as u64 * per_token as u64 / 2, "KV cache not counted: {small} -> {big}");
     assert!(big < 12 << 30, "SmolLM2 must fit the 12 GB LLM share: {big}");
 }
+
+#[derive(Default)]
+struct PromptCounts {
+    /// (reused, prefilled) per admitted request, in order.
+    admitted: std::sync::Mutex<Vec<(usize, usize)>>,
+    cache_tokens: std::sync::atomic::AtomicUsize,
+}
+
+impl voice_textgen::engine::EngineObserver for PromptCounts {
+    fn prompt(&self, reused: usize, prefilled: usize) {
+        self.admitted.lock().unwrap().push((reused, prefilled));
+    }
+    fn prefix_cache(&self, tokens: usize, _entries: usize) {
+        self.cache_tokens.fetch_max(tokens, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A conversation of five turns, each prompt the whole history plus a new question, answered
+/// greedily by an engine without the prefix cache and by one with it: the same text every turn,
+/// and from the second turn on the cached engine reuses at least the previous prompt (its
+/// answer's tokens come after it) and prefills only the rest.
+#[test]
+fn prefix_cache_reuses_the_history_and_changes_no_output() {
+    let m = smollm();
+    let counts = Arc::new(PromptCounts::default());
+    let cached = Engine::start(m.clone(), EngineConfig { max_batch: 1, ..Default::default() }, Some(counts.clone()));
+    let plain = Engine::start(m.clone(), EngineConfig { max_batch: 1, prefix_cache_bytes: 0, ..Default::default() }, None);
+    let questions = [
+        "What is the capital of France?",
+        "And of Italy?",
+        "Name a river in that country.",
+        "How long is it?",
+        "Thank you. What should I visit there?",
+    ];
+    let mut messages = vec![ChatMessage::new("system", "You are a helpful assistant. Answer in one short sentence.")];
+    let mut previous_prompt = 0;
+    for (turn, q) in questions.iter().enumerate() {
+        messages.push(ChatMessage::new("user", q));
+        let rendered = m.chat.render(&messages, &m.tokenizer.bos_text, &m.tokenizer.eos_text).unwrap();
+        let prompt = m.tokenizer.encode_prompt(&rendered).unwrap();
+        let params = SamplingParams { max_tokens: 40, ..Default::default() };
+        let (ours, _, usage) = collect(cached.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: params.clone() }).unwrap());
+        let (reference, _, _) = collect(plain.submit(GenerateRequest { prompt_tokens: prompt.clone(), params }).unwrap());
+        assert_eq!(ours, reference, "turn {turn}: the prefix cache changed the output");
+        assert!(usage.completion_tokens > 0);
+        let (reused, prefilled) = *counts.admitted.lock().unwrap().last().unwrap();
+        assert_eq!(reused + prefilled, prompt.len());
+        if turn > 0 {
+            assert!(reused >= previous_prompt, "turn {turn}: reused {reused} of {} tokens, the previous prompt had {previous_prompt}", prompt.len());
+        } else {
+            assert_eq!(reused, 0);
+        }
+        eprintln!("turn {turn}: prompt {} tokens, reused {reused}, prefilled {prefilled}: {ours:?}", prompt.len());
+        previous_prompt = prompt.len();
+        messages.push(ChatMessage::new("assistant", &ours));
+    }
+
+    // A warm-up (prefill only) of the history without the generation prompt: the next request
+    // that starts with it prefills only its question.
+    let history = m.chat.render_with(&messages, &m.tokenizer.bos_text, &m.tokenizer.eos_text, false).unwrap();
+    let history_tokens = m.tokenizer.encode_prompt(&history).unwrap();
+    let (text, _, usage) = collect(cached.prefill(history_tokens.clone()).unwrap());
+    assert!(text.is_empty() && usage.completion_tokens == 0);
+    messages.push(ChatMessage::new("user", "One more question: what is two plus two?"));
+    let rendered = m.chat.render(&messages, &m.tokenizer.bos_text, &m.tokenizer.eos_text).unwrap();
+    let prompt = m.tokenizer.encode_prompt(&rendered).unwrap();
+    assert_eq!(&prompt[..history_tokens.len()], &history_tokens[..], "the history renders as a prefix of the next prompt");
+    let params = SamplingParams { max_tokens: 20, ..Default::default() };
+    let (ours, _, _) = collect(cached.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: params.clone() }).unwrap());
+    assert_eq!(*counts.admitted.lock().unwrap().last().unwrap(), (history_tokens.len(), prompt.len() - history_tokens.len()));
+    let (reference, _, _) = collect(plain.submit(GenerateRequest { prompt_tokens: prompt.clone(), params }).unwrap());
+    assert_eq!(ours, reference);
+
+    // A cancelled generation is kept too: the same prompt again reuses all of it but the last
+    // token (whose logits start the answer).
+    let h =
+        cached.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 400, ..Default::default() } }).unwrap();
+    let mut h = h;
+    while !matches!(h.events.blocking_recv(), Some(Event::Text(_))) {}
+    drop(h);
+    let (_, _, _) = collect(
+        cached.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 2, ..Default::default() } }).unwrap(),
+    );
+    assert_eq!(*counts.admitted.lock().unwrap().last().unwrap(), (prompt.len() - 1, 1));
+
+    // The memory bound: a cache of 64 tokens' K/V keeps nothing of a longer prompt.
+    let small_counts = Arc::new(PromptCounts::default());
+    let small = Engine::start(
+        m.clone(),
+        EngineConfig { max_batch: 1, prefix_cache_bytes: 64 * m.info.kv_bytes_per_token, ..Default::default() },
+        Some(small_counts.clone()),
+    );
+    for _ in 0..2 {
+        collect(
+            small.submit(GenerateRequest { prompt_tokens: prompt.clone(), params: SamplingParams { max_tokens: 2, ..Default::default() } }).unwrap(),
+        );
+    }
+    assert_eq!(small_counts.admitted.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 0]);
+    assert_eq!(small_counts.cache_tokens.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        counts.cache_tokens.load(std::sync::atomic::Ordering::SeqCst) as u64 * m.info.kv_bytes_per_token
+            <= EngineConfig::default().prefix_cache_bytes
+    );
+}

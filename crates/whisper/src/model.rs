@@ -211,21 +211,27 @@ impl Encoder {
         })
     }
 
-    /// mel: (b, n_mels, 3000) -> (b, 1500, d).
-    pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+    /// mel: (b, n_mels, 3000) -> (b, 1500, d). `cancel` is polled before each stage and layer:
+    /// the encoder is most of a short utterance's time, and a transcript nobody waits for any
+    /// more (a partial overtaken by the final) gives its CPU back within one layer.
+    pub fn forward(&self, mel: &Tensor, cancel: crate::decode::Cancel) -> anyhow::Result<Tensor> {
+        let check = || if cancel() { Err(anyhow::Error::from(crate::decode::Cancelled)) } else { Ok(()) };
         let c = |conv: &Conv, x: &Tensor| voice_kernels::conv1d(x, &conv.w, Some(&conv.b), conv.stride, 1);
+        check()?;
         let x = voice_kernels::gelu_erf_owned(c(&self.conv1, mel)?)?;
+        check()?;
         let x = voice_kernels::gelu_erf_owned(c(&self.conv2, &x)?)?;
         let x = x.transpose(1, 2)?;
         let t = x.dim(1)?;
         let mut x = x.broadcast_add(&self.positions.narrow(0, 0, t)?)?;
         for l in &self.layers {
+            check()?;
             let (q, k, v) = l.attn.qkv(&l.attn_ln.forward(&x)?)?;
             let a = voice_kernels::attention(&q, &k, &v, l.attn.n_head, None)?;
             x = (x + l.attn.out.forward(&a)?)?;
             x = (&x + l.mlp.forward(&l.mlp_ln.forward(&x)?)?)?;
         }
-        self.ln_post.forward(&x)
+        Ok(self.ln_post.forward(&x)?)
     }
 }
 

@@ -102,7 +102,7 @@ impl WhisperModel {
         let mut first_features: Option<Tensor> = None;
         if language.is_none() {
             if tok.is_multilingual() && content_frames > 0 {
-                let feats = self.model.encoder.forward(&window(0, content_frames.min(N_FRAMES))?)?;
+                let feats = self.model.encoder.forward(&window(0, content_frames.min(N_FRAMES))?, cancel)?;
                 language = Some(self.detect_language(&feats)?.0.to_string());
                 first_features = Some(feats);
             } else {
@@ -128,7 +128,7 @@ impl WhisperModel {
             let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
             let features = match (seek, first_features.take()) {
                 (0, Some(f)) => f,
-                _ => self.model.encoder.forward(&window(seek, segment_size)?)?,
+                _ => self.model.encoder.forward(&window(seek, segment_size)?, cancel)?,
             };
             let prompt = &all_tokens[prompt_reset_since..];
             let result = self.decode_with_fallback(&features, prompt, &sot_sequence, opts, cancel)?;

@@ -151,6 +151,19 @@ impl Backends {
         .await
     }
 
+    /// Have voice-llm read `messages` into its prefix cache (`prefill_only`): what the next
+    /// turn's prompt starts with. One try, no retries: a miss costs only that turn's prefill.
+    /// max_tokens 1 bounds the work of a server that predates `prefill_only` (it would answer).
+    pub async fn prefill(&self, messages: Vec<ChatMessage>) -> Result<(), Status> {
+        let s = &self.settings;
+        let mut c = self.llm.clone();
+        let mut req = Request::new(GenerateRequest { model: s.llm_model.clone(), messages, max_tokens: 1, prefill_only: true, ..Default::default() });
+        req.set_timeout(s.call_timeout);
+        let mut stream = c.generate(req).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok(())
+    }
+
     pub async fn synthesize(&self, text: &str) -> Result<tonic::Streaming<AudioChunk>, Status> {
         let s = &self.settings;
         retry("voice-tts", s.retries, || {

@@ -4,10 +4,13 @@
 //! user audio 16 kHz ─> Silero VAD (32 ms windows) ─> TurnDetector
 //!    Onset          open a voice-stt stream (with 300 ms pre-roll), partial transcripts to the room
 //!    Interrupting   the agent is talking: flush its queued audio now, pause its reply
-//!    EndOfTurn      EndOfUtterance -> final transcript
+//!    SilenceBegan   FinalCandidate: voice-stt starts the final transcript now, on the audio so far
+//!    EndOfTurn      EndOfUtterance (keeping the candidate if no speech came since) -> final transcript
 //! final transcript ─> (paused reply? backchannel: resume it / words: cancel it) ─> new reply:
 //!    voice-embed context ─> voice-llm tokens ─> sentences ─> voice-tts (one sentence at a time)
 //!    ─> 24 -> 48 kHz, 10 ms frames ─> AgentOutput (the room), first audio before the answer is done
+//! answer synthesized ─> voice-llm reads the history as the next prompt will start (prefix-cache
+//!    warm-up, while the user listens), so the next turn prefills only its question
 //! ```
 //!
 //! The loop owns all state; the speech-to-text stream and the reply run as tasks that report
@@ -31,12 +34,13 @@ use tokio::{
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use voice_proto::stt::v1::{
-    streaming_recognize_request::Request as SttReq, AudioChunk, EndOfUtterance, StreamingConfig, StreamingRecognizeRequest, TranscribeRequest,
+    streaming_recognize_request::Request as SttReq, AudioChunk, EndOfUtterance, FinalCandidate, StreamingConfig, StreamingRecognizeRequest,
+    TranscribeRequest,
 };
 
 use crate::{
     backends::{retry, Backends},
-    memory::{with_context, Memory},
+    memory::{reply_messages, Memory},
     metrics::{AgentMetrics, TurnTiming},
     sentences::SentenceSplitter,
     transport::{AgentOutput, TransportEvent, INPUT_RATE, OUTPUT_FRAME, OUTPUT_RATE},
@@ -137,6 +141,10 @@ enum Internal {
         turn: u64,
         text: String,
     },
+    /// Every sentence of the reply is audio (the LLM is done too).
+    Synthesized {
+        turn: u64,
+    },
     ReplyDone {
         turn: u64,
         error: Option<String>,
@@ -149,11 +157,14 @@ struct Utterance {
     audio: Vec<i16>,
     stt: Option<mpsc::UnboundedSender<StreamingRecognizeRequest>>,
     task: JoinHandle<()>,
+    /// The last speech before the FinalCandidate sent, if one was.
+    candidate: Option<Instant>,
     /// Set at end of turn.
     timing: Option<TurnTiming>,
 }
 
 enum ReplySource {
+    /// The conversation so far (the question and any passages are added by the reply).
     Llm(Vec<voice_proto::llm::v1::ChatMessage>),
     Fixed(String),
 }
@@ -167,6 +178,8 @@ struct Reply {
     /// Sentences in order, and how many of them have started playing.
     sentences: Arc<Mutex<Vec<String>>>,
     spoken: Arc<AtomicUsize>,
+    /// The text as the LLM generated it (the history keeps this, not the cleaned sentences).
+    generated: Arc<Mutex<String>>,
     speaking: bool,
 }
 
@@ -180,6 +193,15 @@ impl Reply {
     }
     fn full_text(&self) -> String {
         self.sentences.lock().unwrap().join(" ")
+    }
+    /// What the history keeps of this reply: the model's own text when it was heard whole.
+    fn remembered_text(&self, interrupted: bool) -> String {
+        let generated = self.generated.lock().unwrap().clone();
+        match interrupted {
+            true => self.spoken_text(),
+            false if generated.trim().is_empty() => self.full_text(),
+            false => generated,
+        }
     }
 }
 
@@ -196,6 +218,8 @@ pub struct Conversation {
     next_id: u64,
     reply: Option<Reply>,
     memory: Memory,
+    /// The prefix-cache warm-up in flight (a newer one replaces it).
+    warm_up: Option<JoinHandle<()>>,
 }
 
 impl Conversation {
@@ -210,6 +234,7 @@ impl Conversation {
             next_id: 1,
             reply: None,
             memory: Memory::new(cfg.system_prompt.clone(), cfg.memory_tokens),
+            warm_up: None,
             shared,
             out,
             status,
@@ -251,6 +276,9 @@ impl Conversation {
         }
         for u in self.utterances.drain(..) {
             u.task.abort();
+        }
+        if let Some(w) = self.warm_up.take() {
+            w.abort();
         }
         result
     }
@@ -323,14 +351,25 @@ impl Conversation {
                     }
                 }
             }
+            TurnEvent::SilenceBegan { last_speech } => {
+                let Some(u) = self.utterances.last_mut().filter(|u| u.timing.is_none()) else { return };
+                let sent = u
+                    .stt
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(StreamingRecognizeRequest { request: Some(SttReq::FinalCandidate(FinalCandidate {})) }).is_ok());
+                if sent {
+                    u.candidate = Some(last_speech);
+                }
+            }
             TurnEvent::EndOfTurn { last_speech, .. } => {
                 let now = Instant::now();
                 let Some(u) = self.utterances.last_mut().filter(|u| u.timing.is_none()) else { return };
                 u.timing = Some(TurnTiming { last_speech: Some(last_speech), end_of_turn: Some(now), ..Default::default() });
-                let streaming = u
-                    .stt
-                    .as_ref()
-                    .is_some_and(|tx| tx.send(StreamingRecognizeRequest { request: Some(SttReq::EndOfUtterance(EndOfUtterance {})) }).is_ok());
+                // The candidate holds all the speech if none came after it.
+                let keep_candidate = u.candidate == Some(last_speech);
+                let eou = EndOfUtterance { keep_candidate };
+                let streaming =
+                    u.stt.as_ref().is_some_and(|tx| tx.send(StreamingRecognizeRequest { request: Some(SttReq::EndOfUtterance(eou)) }).is_ok());
                 if !streaming {
                     let id = u.id;
                     self.transcribe_unary(id);
@@ -389,7 +428,7 @@ impl Conversation {
                 }
             }
         });
-        Utterance { id, audio: preroll, stt: Some(tx), task, timing: None }
+        Utterance { id, audio: preroll, stt: Some(tx), task, candidate: None, timing: None }
     }
 
     /// The fallback when streaming failed: the whole utterance in one call, with retries.
@@ -458,6 +497,19 @@ impl Conversation {
             Internal::Sentence { turn, text } => {
                 self.send(TOPIC_TRANSCRIPT, json!({"turn": turn, "role": "agent", "text": text, "final": false})).await;
             }
+            Internal::Synthesized { turn } => {
+                // The answer is all audio and the LLM is idle: read the history as it will be
+                // once this exchange is in, while the user listens (the user's next question
+                // then costs its own tokens only).
+                let next = self.reply.as_ref().filter(|r| r.turn == turn && !r.user_text.is_empty()).map(|r| {
+                    let mut next = self.memory.clone();
+                    next.push(&r.user_text, &r.remembered_text(false));
+                    next.history()
+                });
+                if let Some(history) = next {
+                    self.warm_up(history);
+                }
+            }
             Internal::ReplyDone { turn, error } => {
                 if let Some(r) = self.reply.take_if(|r| r.turn == turn) {
                     if let Some(e) = &error {
@@ -505,8 +557,8 @@ impl Conversation {
             return;
         }
         self.shared.metrics.turns.with_label_values(&["answered"]).inc();
-        let messages = self.memory.messages(&text);
-        self.start_reply(utterance, text, ReplySource::Llm(messages), timing).await;
+        let history = self.memory.history();
+        self.start_reply(utterance, text, ReplySource::Llm(history), timing).await;
     }
 
     /// Stop a reply the user talked over: its audio, its LLM and TTS streams; remember what was said.
@@ -517,10 +569,12 @@ impl Conversation {
     }
 
     async fn finish_reply(&mut self, r: Reply, interrupted: bool, failed: bool) {
-        let full = r.full_text();
-        let said = if interrupted { r.spoken_text() } else { full.clone() };
+        let said = if interrupted { r.spoken_text() } else { r.full_text() };
         if !r.user_text.is_empty() {
-            self.memory.push(&r.user_text, &said);
+            self.memory.push(&r.user_text, &r.remembered_text(interrupted));
+            // Cheap when the history is what the warm-up after synthesis read; after a
+            // barge-in it reads the history with the reply cut where the user stopped it.
+            self.warm_up(self.memory.history());
         }
         self.send(TOPIC_TRANSCRIPT, json!({"turn": r.turn, "role": "agent", "text": said, "final": true, "interrupted": interrupted})).await;
         let timing = r.timing.lock().unwrap().clone();
@@ -553,12 +607,27 @@ impl Conversation {
         }
     }
 
+    /// Have voice-llm read `history` into its prefix cache (best effort: a failure costs only
+    /// the next turn's prefill).
+    fn warm_up(&mut self, history: Vec<voice_proto::llm::v1::ChatMessage>) {
+        if let Some(w) = self.warm_up.take() {
+            w.abort();
+        }
+        let b = self.shared.backends.clone();
+        self.warm_up = Some(tokio::spawn(async move {
+            if let Err(e) = b.prefill(history).await {
+                tracing::debug!(error = %e.message(), "prefix-cache warm-up failed");
+            }
+        }));
+    }
+
     async fn start_reply(&mut self, turn: u64, user_text: String, source: ReplySource, timing: TurnTiming) {
         self.set_state("thinking", turn, false).await;
         let (pause, pause_rx) = watch::channel(false);
         let timing = Arc::new(Mutex::new(timing));
         let sentences = Arc::new(Mutex::new(Vec::new()));
         let spoken = Arc::new(AtomicUsize::new(0));
+        let generated = Arc::new(Mutex::new(String::new()));
         let job = ReplyJob {
             turn,
             user_text: user_text.clone(),
@@ -570,9 +639,10 @@ impl Conversation {
             timing: timing.clone(),
             sentences: sentences.clone(),
             spoken: spoken.clone(),
+            generated: generated.clone(),
         };
         let task = tokio::spawn(job.run());
-        self.reply = Some(Reply { turn, user_text, pause, task, timing, sentences, spoken, speaking: false });
+        self.reply = Some(Reply { turn, user_text, pause, task, timing, sentences, spoken, generated, speaking: false });
     }
 }
 
@@ -602,6 +672,7 @@ struct ReplyJob {
     timing: Arc<Mutex<TurnTiming>>,
     sentences: Arc<Mutex<Vec<String>>>,
     spoken: Arc<AtomicUsize>,
+    generated: Arc<Mutex<String>>,
 }
 
 impl ReplyJob {
@@ -617,8 +688,15 @@ impl ReplyJob {
         let (sent_tx, sent_rx) = mpsc::unbounded_channel::<(usize, String)>();
         let (frames_tx, frames_rx) = mpsc::unbounded_channel::<(usize, Vec<i16>)>();
         let job = Arc::new(self);
-        let (text_res, tts_res, play_res) =
-            tokio::join!(job.clone().text(sent_tx), job.clone().speech(sent_rx, frames_tx), job.clone().playout(frames_rx));
+        let speech = {
+            let job = job.clone();
+            async move {
+                let r = job.clone().speech(sent_rx, frames_tx).await;
+                let _ = job.report.send(Internal::Synthesized { turn: job.turn });
+                r
+            }
+        };
+        let (text_res, tts_res, play_res) = tokio::join!(job.clone().text(sent_tx), speech, job.clone().playout(frames_rx));
         let error = [text_res.err(), tts_res.err(), play_res.err()].into_iter().flatten().next();
         let _ = job.report.send(Internal::ReplyDone { turn: job.turn, error });
     }
@@ -639,20 +717,20 @@ impl ReplyJob {
                 push(text.clone());
                 return Ok(());
             }
-            ReplySource::Llm(m) => m.clone(),
+            ReplySource::Llm(history) => history.clone(),
         };
         let b = &self.shared.backends;
         let mut pause = self.pause.clone();
         // Retrieval: failure is not fatal, the answer goes on without passages.
-        let messages = match b.context(&self.user_text).await {
-            Ok(Some(ctx)) => with_context(messages, &ctx),
-            Ok(None) => messages,
+        let context = match b.context(&self.user_text).await {
+            Ok(ctx) => ctx,
             Err(e) => {
                 self.shared.metrics.backend_errors.with_label_values(&["embed"]).inc();
                 tracing::warn!(error = %e.message(), "retrieval failed; answering without context");
-                messages
+                None
             }
         };
+        let messages = reply_messages(messages, context.as_deref(), &self.user_text);
         self.mark(|t| &mut t.context);
         let mut stream = match b.generate(messages).await {
             Ok(s) => s,
@@ -671,6 +749,12 @@ impl ReplyJob {
                 Ok(Some(r)) => {
                     if !r.text.is_empty() {
                         self.mark(|t| &mut t.first_token);
+                        self.generated.lock().unwrap().push_str(&r.text);
+                    }
+                    if r.done {
+                        let mut t = self.timing.lock().unwrap();
+                        t.llm_prompt_tokens = Some(r.prompt_tokens);
+                        t.llm_cached_tokens = Some(r.cached_prompt_tokens);
                     }
                     for s in splitter.push(&r.text) {
                         self.mark(|t| &mut t.first_sentence);

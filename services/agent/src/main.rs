@@ -146,6 +146,11 @@ struct AgentArgs {
     /// Silence that ends the user's turn.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     end_of_turn_silence: Duration,
+    /// Silence after which voice-stt starts the final transcript (kept if no speech follows
+    /// before the end of the turn), so transcription overlaps the end-of-turn silence; 0: start
+    /// it only at the end of the turn.
+    #[arg(long, default_value = "96ms", value_parser = parse_duration)]
+    final_candidate_silence: Duration,
     /// Speech needed for an utterance to count.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     min_speech: Duration,
@@ -232,6 +237,7 @@ async fn main() -> Result<()> {
             deactivation: (args.vad_threshold - 0.15).max(0.05),
             min_speech: args.min_speech,
             end_silence: args.end_of_turn_silence,
+            candidate_silence: args.final_candidate_silence,
             min_interruption: args.min_interruption.max(args.min_speech),
             ..TurnConfig::default()
         },

@@ -24,6 +24,9 @@ pub struct TurnTiming {
     pub first_sentence: Option<Instant>,
     pub first_audio: Option<Instant>,
     pub published: Option<Instant>,
+    /// voice-llm's prompt, and how much of it came from its prefix cache.
+    pub llm_prompt_tokens: Option<u32>,
+    pub llm_cached_tokens: Option<u32>,
 }
 
 /// What the frontend shows and the tests add up (milliseconds).
@@ -39,6 +42,9 @@ pub struct TurnReport {
     pub publish_ms: f64,
     pub voice_to_voice_ms: f64,
     pub interrupted: bool,
+    /// 0 when the reply did not come from the LLM (or it had not finished).
+    pub llm_prompt_tokens: u32,
+    pub llm_cached_tokens: u32,
 }
 
 impl TurnTiming {
@@ -75,6 +81,8 @@ impl TurnTiming {
             publish_ms: ms(us[6]),
             voice_to_voice_ms: ms(total),
             interrupted,
+            llm_prompt_tokens: self.llm_prompt_tokens.unwrap_or(0),
+            llm_cached_tokens: self.llm_cached_tokens.unwrap_or(0),
         })
     }
 }

@@ -3,7 +3,18 @@
 //! A sentence ends at `.`, `!`, `?` (or `…`, `;`-free newlines) followed by whitespace, except
 //! after common abbreviations and initials. The first piece of a reply may also end at a clause
 //! (`,` `;` `:` `—`) once it has `first_clause_words` words: the first audio then comes a
-//! clause earlier, which is most of the agent's time to first audio on a CPU.
+//! clause earlier, which is most of the agent's time to first audio on a CPU. When no
+//! punctuation comes, a piece ends at a word boundary once it has `first_clause_words + 1`
+//! words (the first piece), twice that (the second), and so on: pieces grow, as synthesis gets
+//! ahead of playout, while the first audio never waits for a long sentence. Such a cut is not
+//! made right after a word that leans on the next one (an article, a preposition, "is"...).
+
+/// Words a word-boundary cut does not follow: the piece would end on a word that belongs with
+/// the next one ("the capital of" / "France").
+const LEANING: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "from", "and", "or", "but", "as", "is", "are", "was", "were", "be", "my",
+    "your", "its", "their", "our", "his", "her", "this", "that", "very", "not", "than", "into", "about",
+];
 
 const ABBREVIATIONS: &[&str] =
     &["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "fig", "inc", "ltd", "co", "mt"];
@@ -82,6 +93,35 @@ impl SentenceSplitter {
             }
             return Some(end);
         }
+        self.word_cut()
+    }
+
+    /// Byte index just after the word that completes a long enough unpunctuated piece (the
+    /// whitespace after it seen), or None.
+    fn word_cut(&self) -> Option<usize> {
+        if self.first_clause_words == 0 {
+            return None;
+        }
+        let need = (self.first_clause_words + 1).saturating_mul(1 << self.emitted.min(16));
+        let b = &self.buf;
+        let mut words = 0;
+        let mut in_word = false;
+        let mut word_start = 0;
+        for (i, c) in b.char_indices() {
+            if c.is_whitespace() {
+                if in_word {
+                    words += 1;
+                    let word = b[word_start..i].trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+                    if words >= need && word.chars().any(char::is_alphanumeric) && !LEANING.contains(&word.as_str()) {
+                        return Some(i);
+                    }
+                }
+                in_word = false;
+            } else if !in_word {
+                in_word = true;
+                word_start = i;
+            }
+        }
         None
     }
 }
@@ -142,6 +182,27 @@ mod tests {
     fn first_clause_cut_only_once_and_only_when_long_enough() {
         let got = split(&["Well, the capital of France, as you may know, is Paris. Also, it is big."], 4);
         assert_eq!(got, vec!["Well, the capital of France,", "as you may know, is Paris.", "Also, it is big."]);
+    }
+
+    #[test]
+    fn unpunctuated_pieces_end_at_a_word_boundary_and_grow() {
+        let words = "the capital of France is a city called Paris which sits on the river Seine and has many old bridges over it and wide avenues";
+        let tokens: Vec<String> = words.split(' ').map(|w| format!("{w} ")).collect();
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let got = split(&tokens, 4);
+        // Five words, but not ending on "is" or "a": the first cut is after "city" (7 words);
+        // then at least ten, then at least twenty.
+        assert_eq!(got[0], "the capital of France is a city");
+        assert_eq!(got[1], "called Paris which sits on the river Seine and has");
+        assert!(got[1].split(' ').count() >= 10 && got[2].split(' ').count() >= 1, "{got:?}");
+        assert_eq!(got.join(" "), words);
+        // Not before the word is complete, and never with first_clause_words 0.
+        let mut s = SentenceSplitter::new(4);
+        assert!(s.push("one two three four five").is_empty());
+        assert_eq!(s.push(" six"), vec!["one two three four five"]);
+        assert!(split(&tokens, 0).len() == 1);
+        // Punctuation still wins: a short sentence is one piece.
+        assert_eq!(split(&["The capital of France is Paris. ", "It is big."], 4), vec!["The capital of France is Paris.", "It is big."]);
     }
 
     #[test]

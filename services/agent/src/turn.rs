@@ -18,6 +18,9 @@ pub struct TurnConfig {
     pub min_speech: Duration,
     /// Silence that ends a turn.
     pub end_silence: Duration,
+    /// Silence after which the final transcript is started (`SilenceBegan`), while the rest of
+    /// `end_silence` is waited out; zero: only at the end of the turn.
+    pub candidate_silence: Duration,
     /// Speech needed before the user interrupts the agent (barge-in); shorter sounds ("mhm",
     /// a cough) do not stop it.
     pub min_interruption: Duration,
@@ -32,6 +35,7 @@ impl Default for TurnConfig {
             deactivation: 0.35,
             min_speech: Duration::from_millis(250),
             end_silence: Duration::from_millis(500),
+            candidate_silence: Duration::from_millis(96),
             min_interruption: Duration::from_millis(400),
             max_utterance: Duration::from_secs(30),
         }
@@ -44,6 +48,9 @@ pub enum TurnEvent {
     Onset,
     /// The utterance reached `min_interruption` of speech: it may barge in.
     Interrupting,
+    /// `candidate_silence` of silence after enough speech: the turn may be over. Once per
+    /// pause; `last_speech` tells the end of turn that follows whether speech came in between.
+    SilenceBegan { last_speech: Instant },
     /// Silence after enough speech: the user's turn is over. `last_speech` is when their speech stopped.
     EndOfTurn { speech: Duration, last_speech: Instant },
     /// Silence after too little speech: noise, forget it.
@@ -53,7 +60,7 @@ pub enum TurnEvent {
 #[derive(Debug)]
 enum State {
     Idle,
-    Speech { started: Instant, speech: Duration, silence: Duration, last_speech: Instant, interrupting: bool },
+    Speech { started: Instant, speech: Duration, silence: Duration, last_speech: Instant, interrupting: bool, candidate: bool },
 }
 
 #[derive(Debug)]
@@ -88,7 +95,14 @@ impl TurnDetector {
         match &mut self.state {
             State::Idle => {
                 if probability >= cfg.activation {
-                    self.state = State::Speech { started: at, speech: WINDOW, silence: Duration::ZERO, last_speech: at, interrupting: false };
+                    self.state = State::Speech {
+                        started: at,
+                        speech: WINDOW,
+                        silence: Duration::ZERO,
+                        last_speech: at,
+                        interrupting: false,
+                        candidate: false,
+                    };
                     events.push(TurnEvent::Onset);
                     if WINDOW >= cfg.min_interruption {
                         if let State::Speech { interrupting, .. } = &mut self.state {
@@ -98,17 +112,23 @@ impl TurnDetector {
                     }
                 }
             }
-            State::Speech { started, speech, silence, last_speech, interrupting } => {
+            State::Speech { started, speech, silence, last_speech, interrupting, candidate } => {
                 if probability >= cfg.deactivation {
                     *speech += WINDOW;
                     *silence = Duration::ZERO;
                     *last_speech = at;
+                    *candidate = false;
                     if !*interrupting && *speech >= cfg.min_interruption {
                         *interrupting = true;
                         events.push(TurnEvent::Interrupting);
                     }
                 } else {
                     *silence += WINDOW;
+                    let worth = !cfg.candidate_silence.is_zero() && *speech >= cfg.min_speech && *silence < cfg.end_silence;
+                    if !*candidate && worth && *silence >= cfg.candidate_silence {
+                        *candidate = true;
+                        events.push(TurnEvent::SilenceBegan { last_speech: *last_speech });
+                    }
                 }
                 let too_long = at.saturating_duration_since(*started) >= cfg.max_utterance;
                 if *silence >= cfg.end_silence || too_long {
@@ -173,15 +193,17 @@ mod tests {
         assert_eq!(ev[0], (0, TurnEvent::Onset));
         // 400 ms of speech = window 12 (13 windows x 32 ms = 416 ms).
         assert_eq!(ev[1], (12, TurnEvent::Interrupting));
+        // 96 ms of silence (3 windows after index 19): the final transcript may start.
+        assert_eq!(ev[2], (22, TurnEvent::SilenceBegan { last_speech: t0 + WINDOW * 20 }));
         // 500 ms of silence = 16 windows after the last speech window (index 19): index 35.
-        match &ev[2] {
+        match &ev[3] {
             (35, TurnEvent::EndOfTurn { speech, last_speech }) => {
                 assert_eq!(*speech, WINDOW * 20);
                 assert_eq!(*last_speech, t0 + WINDOW * 20);
             }
             other => panic!("expected end of turn at window 35, got {other:?}"),
         }
-        assert_eq!(ev.len(), 3);
+        assert_eq!(ev.len(), 4);
     }
 
     #[test]
@@ -197,6 +219,15 @@ mod tests {
         let ev = run(&mut det, &probs, t0);
         let ends: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::EndOfTurn { .. })).collect();
         assert_eq!(ends.len(), 1, "{ev:?}");
+        // One candidate per pause: the 320 ms one (speech resumed after it) and the last; the
+        // end of turn's last speech is the second's.
+        let began: Vec<Instant> =
+            ev.iter().filter_map(|(_, e)| if let TurnEvent::SilenceBegan { last_speech } = e { Some(*last_speech) } else { None }).collect();
+        assert_eq!(began.len(), 2, "{ev:?}");
+        match ends[0].1 {
+            TurnEvent::EndOfTurn { last_speech, .. } => assert_eq!(last_speech, began[1]),
+            _ => unreachable!(),
+        }
         // A 96 ms blip: onset, then discarded.
         let ev = run(&mut det, &[0.9, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], t0);
         assert_eq!(ev.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), vec![TurnEvent::Onset, TurnEvent::Discarded { speech: WINDOW * 3 }]);

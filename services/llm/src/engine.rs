@@ -19,6 +19,10 @@ pub struct LlmMetrics {
     active: IntGauge,
     cancellations: IntCounter,
     queue_depth: IntGauge,
+    prompt_reused: IntCounter,
+    prompt_prefilled: IntCounter,
+    prefix_cache_tokens: IntGauge,
+    prefix_cache_entries: IntGauge,
 }
 
 impl LlmMetrics {
@@ -26,6 +30,13 @@ impl LlmMetrics {
         let m = &ctx.metrics;
         let active = IntGauge::with_opts(prometheus::Opts::new("active_sequences", "Sequences being generated now").namespace(m.namespace()))?;
         m.registry.register(Box::new(active.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::with_opts(prometheus::Opts::new(name, help).namespace(m.namespace()))?;
+            m.registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let prefix_cache_tokens = gauge("prefix_cache_tokens", "Tokens of K/V held by the prefix cache")?;
+        let prefix_cache_entries = gauge("prefix_cache_entries", "Sequences held by the prefix cache")?;
         Ok(Self {
             ttft: m.new_histogram(
                 "time_to_first_token_seconds",
@@ -47,6 +58,10 @@ impl LlmMetrics {
             active,
             cancellations: m.new_counter("cancellations_total", "Generations stopped because the client went away")?,
             queue_depth: m.queue_depth.clone(),
+            prompt_reused: m.new_counter("prompt_tokens_reused_total", "Prompt tokens whose K/V came from the prefix cache")?,
+            prompt_prefilled: m.new_counter("prompt_tokens_prefilled_total", "Prompt tokens computed (not found in the prefix cache)")?,
+            prefix_cache_tokens,
+            prefix_cache_entries,
         })
     }
 }
@@ -74,6 +89,14 @@ impl EngineObserver for LlmMetrics {
     fn queued(&self, n: usize) {
         self.queue_depth.set(n as i64);
     }
+    fn prompt(&self, reused: usize, prefilled: usize) {
+        self.prompt_reused.inc_by(reused as u64);
+        self.prompt_prefilled.inc_by(prefilled as u64);
+    }
+    fn prefix_cache(&self, tokens: usize, entries: usize) {
+        self.prefix_cache_tokens.set(tokens as i64);
+        self.prefix_cache_entries.set(entries as i64);
+    }
 }
 
 pub struct LlmEngine {
@@ -86,6 +109,8 @@ pub struct LlmEngine {
 /// What to generate from.
 pub enum Prompt {
     Chat(Vec<ChatMessage>),
+    /// Messages without the generation prompt: the start of a later chat prompt.
+    ChatPrefix(Vec<ChatMessage>),
     Text(String),
 }
 
@@ -108,6 +133,10 @@ impl LlmEngine {
                     .chat
                     .render(&msgs, &m.tokenizer.bos_text, &m.tokenizer.eos_text)
                     .map_err(|e| ApiError::bad_request(format!("{e:#}")).with_param("messages"))?,
+                Prompt::ChatPrefix(msgs) => m
+                    .chat
+                    .render_with(&msgs, &m.tokenizer.bos_text, &m.tokenizer.eos_text, false)
+                    .map_err(|e| ApiError::bad_request(format!("{e:#}")).with_param("messages"))?,
                 Prompt::Text(t) => t,
             };
             m.tokenizer.encode_prompt(&text).map_err(|e| ApiError::internal(format!("{e:#}")))
@@ -123,11 +152,20 @@ impl LlmEngine {
         if !explicit_max {
             params.max_tokens = params.max_tokens.min(ctx.saturating_sub(prompt_tokens.len())).max(1);
         }
-        self.engine.submit(GenerateRequest { prompt_tokens, params }).map_err(|e| match e {
-            SubmitError::QueueFull => ApiError::overloaded(Duration::from_secs(2)),
-            SubmitError::ContextTooLong { .. } => ApiError::bad_request(e.to_string()).with_param("messages").with_code("context_length_exceeded"),
-            SubmitError::EmptyPrompt => ApiError::bad_request(e.to_string()).with_param("prompt"),
-            SubmitError::Stopped => ApiError::unavailable("the generation engine has stopped", Duration::from_secs(5)),
-        })
+        self.engine.submit(GenerateRequest { prompt_tokens, params }).map_err(submit_error)
+    }
+
+    /// Read a prompt into the prefix cache (see `prefill_only` in llm.proto).
+    pub fn prefill(&self, prompt_tokens: Vec<u32>) -> Result<voice_textgen::engine::Handle, ApiError> {
+        self.engine.prefill(prompt_tokens).map_err(submit_error)
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::QueueFull => ApiError::overloaded(Duration::from_secs(2)),
+        SubmitError::ContextTooLong { .. } => ApiError::bad_request(e.to_string()).with_param("messages").with_code("context_length_exceeded"),
+        SubmitError::EmptyPrompt => ApiError::bad_request(e.to_string()).with_param("prompt"),
+        SubmitError::Stopped => ApiError::unavailable("the generation engine has stopped", Duration::from_secs(5)),
     }
 }

@@ -51,10 +51,15 @@ impl TextGeneration for LlmGrpc {
         } else {
             let msgs: Vec<InMessage> =
                 r.messages.into_iter().map(|m| InMessage { role: m.role, content: Some(ContentField::Text(m.content)) }).collect();
-            Prompt::Chat(chat_messages(&msgs)?)
+            let msgs = chat_messages(&msgs)?;
+            if r.prefill_only {
+                Prompt::ChatPrefix(msgs)
+            } else {
+                Prompt::Chat(msgs)
+            }
         };
         let tokens = engine.prompt_tokens(prompt).await?;
-        let handle = engine.submit(tokens, params, explicit)?;
+        let handle = if r.prefill_only { engine.prefill(tokens)? } else { engine.submit(tokens, params, explicit)? };
         // The handle lives in the stream: a client that goes away cancels the generation.
         let stream = futures::stream::unfold(Some(handle), |h| async move {
             let mut h = h?;
@@ -66,6 +71,7 @@ impl TextGeneration for LlmGrpc {
                         finish_reason: serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
                         prompt_tokens: usage.prompt_tokens as u32,
                         completion_tokens: usage.completion_tokens as u32,
+                        cached_prompt_tokens: usage.cached_tokens as u32,
                         time_to_first_token_ms: time_to_first_token.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
                         ..Default::default()
                     }),

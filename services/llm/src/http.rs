@@ -54,7 +54,13 @@ fn new_id(prefix: &str) -> String {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        // OpenAI's name for prompt tokens served from the prompt (prefix) cache.
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
 }
 
 /// Which response shape to produce.

@@ -56,6 +56,18 @@ pub struct LlmArgs {
     /// Prompt tokens fed per scheduler turn, so long prompts do not stall other streams.
     #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
+
+    /// MiB of K/V kept from finished and cancelled generations so a request that starts with
+    /// the same tokens (a conversation's history) prefills only the rest; 0 = off. Used by
+    /// llama-architecture GGUF models on the CPU (our own implementation).
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_mb: u64,
+
+    /// Linux nice value of the model's compute threads on the CPU (0..19; higher yields more to
+    /// other processes). In the voice stack the TTS of an answer's first sentence then gets
+    /// most of the cores while the rest of the answer is decoded.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub cpu_nice: i32,
 }
 
 #[derive(Clone)]
@@ -86,10 +98,18 @@ fn load_engine(state: &AppState) -> Result<engine::LlmEngine> {
     let (model, device) =
         load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| LoadedModel::load(&id, &dir, d, ctx_len))?;
     state.ctx.device_state.set_primary(&device.label);
+    if args.cpu_nice != 0 && !model.set_thread_nice(args.cpu_nice)? {
+        tracing::warn!(nice = args.cpu_nice, "--cpu-nice applies to the CPU llama implementation only; ignored for this model");
+    }
     tracing::info!(model = %id, architecture = %model.info.architecture, context = model.info.context_length,
         chat_template = if model.chat.is_fallback { "chatml (fallback)" } else { "model's own" }, "LLM ready");
     let metrics = Arc::new(engine::LlmMetrics::new(&state.ctx)?);
-    let cfg = EngineConfig { max_batch: args.max_batch.max(1), max_queue: sa.max_queue, prefill_chunk: args.prefill_chunk.max(1) };
+    let cfg = EngineConfig {
+        max_batch: args.max_batch.max(1),
+        max_queue: sa.max_queue,
+        prefill_chunk: args.prefill_chunk.max(1),
+        prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20),
+    };
     Ok(engine::LlmEngine {
         model_id: id,
         engine: Engine::start(Arc::new(model), cfg, Some(metrics)),

@@ -20,6 +20,7 @@ pub struct SttMetrics {
     pub streams_active: IntGauge,
     pub partials: IntCounter,
     pub finals: IntCounter,
+    pub candidates_kept: IntCounter,
 }
 
 impl SttMetrics {
@@ -44,6 +45,10 @@ impl SttMetrics {
             },
             partials: m.new_counter("streaming_partials_total", "Partial transcripts sent")?,
             finals: m.new_counter("streaming_finals_total", "Final transcripts sent on streams")?,
+            candidates_kept: m.new_counter(
+                "streaming_candidates_kept_total",
+                "Finals that were the transcript started at FinalCandidate (made while the client waited out its end-of-turn silence)",
+            )?,
         })
     }
 }

@@ -7,6 +7,11 @@
 //! a model slot is free right now: partials are skipped under load, never queued. EndOfUtterance
 //! (or the end of the stream, or an utterance reaching `--max-utterance-seconds`) produces the
 //! final transcript with the full decoding.
+//!
+//! FinalCandidate (the client saw silence begin) starts that final transcript at once, on the
+//! audio so far, and stops partials; an EndOfUtterance with `keep_candidate` (no speech came
+//! after) sends it as the final as soon as it is done, so the client's end-of-turn silence and
+//! the transcription overlap instead of adding up.
 
 use std::{pin::Pin, sync::Arc, time::Instant};
 
@@ -139,6 +144,13 @@ struct Session {
 
 type Tx = mpsc::Sender<Result<pb::StreamingRecognizeResponse, Status>>;
 
+/// A final transcript started at a FinalCandidate, of the audio received until then.
+struct Candidate {
+    task: tokio::task::JoinHandle<Result<voice_whisper::Transcript, ApiError>>,
+    started: Instant,
+    audio_seconds: f64,
+}
+
 impl Session {
     fn opts(&self, partial: bool) -> TranscribeOptions {
         TranscribeOptions {
@@ -164,6 +176,17 @@ impl Session {
         let mut buf: Vec<f32> = Vec::new();
         let mut since_partial = 0usize;
         let mut partial: Option<tokio::task::JoinHandle<()>> = None;
+        let mut candidate: Option<Candidate> = None;
+        let stop = |partial: &mut Option<tokio::task::JoinHandle<()>>, candidate: &mut Option<Candidate>| {
+            // Aborting drops the transcription's future, which sets its cancel flag: the model
+            // stops within an encoder layer or a decoding step.
+            if let Some(h) = partial.take() {
+                h.abort();
+            }
+            if let Some(c) = candidate.take() {
+                c.task.abort();
+            }
+        };
         loop {
             let msg = match inbound.next().await {
                 Some(Ok(m)) => m,
@@ -179,15 +202,17 @@ impl Session {
                     since_partial += samples.len();
                     buf.extend_from_slice(&samples);
                     if buf.len() >= self.max_samples {
-                        if let Some(h) = partial.take() {
-                            h.abort();
-                        }
+                        stop(&mut partial, &mut candidate);
                         if !self.final_transcript(&mut buf, utterance, &tx).await {
                             break;
                         }
                         utterance += 1;
                         since_partial = 0;
-                    } else if self.interim && since_partial >= self.partial_every && partial.as_ref().is_none_or(|h| h.is_finished()) {
+                    } else if self.interim
+                        && candidate.is_none()
+                        && since_partial >= self.partial_every
+                        && partial.as_ref().is_none_or(|h| h.is_finished())
+                    {
                         since_partial = 0;
                         let pcm = match self.to_16k(&buf) {
                             Ok(p) => Arc::new(p),
@@ -218,11 +243,43 @@ impl Session {
                         }));
                     }
                 }
-                Some(StreamReq::EndOfUtterance(_)) => {
+                Some(StreamReq::FinalCandidate(_)) => {
+                    stop(&mut partial, &mut candidate);
+                    let pcm = match self.to_16k(&buf) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            break;
+                        }
+                    };
+                    let engine = self.engine.clone();
+                    let opts = self.opts(false);
+                    let audio_seconds = pcm.len() as f64 / 16_000.0;
+                    let task = tokio::spawn(async move { engine.transcribe(Arc::new(pcm), opts).await });
+                    candidate = Some(Candidate { task, started: Instant::now(), audio_seconds });
+                }
+                Some(StreamReq::EndOfUtterance(eou)) => {
                     if let Some(h) = partial.take() {
                         h.abort();
                     }
-                    if !self.final_transcript(&mut buf, utterance, &tx).await {
+                    let kept = match candidate.take() {
+                        Some(c) if eou.keep_candidate => Some(c),
+                        Some(c) => {
+                            c.task.abort();
+                            None
+                        }
+                        None => None,
+                    };
+                    let sent = match kept {
+                        Some(c) => {
+                            buf.clear();
+                            let result = c.task.await.unwrap_or_else(|e| Err(ApiError::internal(format!("transcription task failed: {e}"))));
+                            self.engine.metrics.candidates_kept.inc();
+                            self.send_final(result, utterance, c.audio_seconds, c.started, &tx).await
+                        }
+                        None => self.final_transcript(&mut buf, utterance, &tx).await,
+                    };
+                    if !sent {
                         break;
                     }
                     utterance += 1;
@@ -235,9 +292,7 @@ impl Session {
                 None => {}
             }
         }
-        if let Some(h) = partial.take() {
-            h.abort();
-        }
+        stop(&mut partial, &mut candidate);
         if !buf.is_empty() && !tx.is_closed() {
             self.final_transcript(&mut buf, utterance, &tx).await;
         }
@@ -267,6 +322,19 @@ impl Session {
         } else {
             self.engine.transcribe(Arc::new(pcm), self.opts(false)).await
         };
+        self.send_final(result, utterance, audio_seconds, start, tx).await
+    }
+
+    /// Send a final transcript (or the error that replaced it). False when the client is gone
+    /// or the stream must end.
+    async fn send_final(
+        &self,
+        result: Result<voice_whisper::Transcript, ApiError>,
+        utterance: u32,
+        audio_seconds: f64,
+        start: Instant,
+        tx: &Tx,
+    ) -> bool {
         match result {
             Ok(t) => {
                 self.engine.metrics.finals.inc();

@@ -105,3 +105,49 @@ async fn streaming_contract_errors() {
     let e = c.streaming_recognize(tokio_stream::iter(vec![cfg])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }
+
+/// FinalCandidate: the transcript started there is the final when EndOfUtterance keeps it
+/// (audio sent after the candidate is left out: here the first half of JFK again, which the
+/// final must not contain), and is dropped when it does not (the speaker went on: the final
+/// covers all the audio).
+#[tokio::test]
+async fn streaming_final_candidate_kept_or_dropped() {
+    let mut c = client().await;
+    let pcm = jfk_pcm();
+    let to_s16 = |s: &[f32]| s.iter().flat_map(|x| ((x.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect::<Vec<u8>>();
+    let audio = |s: &[f32]| pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(s) })) };
+    let candidate = || pb::StreamingRecognizeRequest { request: Some(Req::FinalCandidate(pb::FinalCandidate {})) };
+    let end = |keep_candidate| pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance { keep_candidate })) };
+    let cfg = pb::StreamingRecognizeRequest {
+        request: Some(Req::Config(pb::StreamingConfig { sample_rate: 16_000, interim_results: true, ..Default::default() })),
+    };
+    let half = pcm.len() / 2;
+    let msgs = vec![
+        cfg,
+        // Utterance 0: all of JFK, the candidate, more speech, kept anyway (the client says no
+        // speech came after: the extra audio must not be in the final).
+        audio(&pcm),
+        candidate(),
+        audio(&pcm[..half]),
+        end(true),
+        // Utterance 1: half of JFK, a candidate, the rest (the speaker went on), not kept.
+        audio(&pcm[..half]),
+        candidate(),
+        audio(&pcm[half..]),
+        end(false),
+    ];
+    let mut responses = c.streaming_recognize(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let mut finals = Vec::new();
+    while let Some(r) = responses.next().await {
+        let r = r.unwrap();
+        if r.is_final {
+            finals.push(r);
+        }
+    }
+    assert_eq!(finals.len(), 2, "finals: {finals:?}");
+    assert_jfk(&finals[0].text);
+    assert!((finals[0].audio_seconds - 11.0).abs() < 0.1, "the kept candidate covers the audio before it: {}", finals[0].audio_seconds);
+    assert_eq!(finals[1].utterance, 1);
+    assert_jfk(&finals[1].text);
+    assert!((finals[1].audio_seconds - 11.0).abs() < 0.1, "{}", finals[1].audio_seconds);
+}
