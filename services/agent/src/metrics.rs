@@ -160,6 +160,7 @@ mod tests {
             first_sentence: at(1100, 1),
             first_audio: at(1500, 999),
             published: at(1502, 5),
+            ..Default::default()
         };
         let r = t.report(3, false).unwrap();
         let sum = r.end_of_utterance_ms + r.stt_final_ms + r.rag_ms + r.llm_ttft_ms + r.first_sentence_ms + r.tts_ttfa_ms + r.publish_ms;

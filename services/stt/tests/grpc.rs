@@ -62,7 +62,7 @@ async fn streaming_partials_then_finals() {
             tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) }).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance {})) }).await.unwrap();
+        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance::default())) }).await.unwrap();
         for chunk in first_half.chunks(4800) {
             tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(chunk) })) }).await.unwrap();
         }
