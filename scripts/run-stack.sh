@@ -60,7 +60,7 @@ trap stop INT TERM EXIT
 pids+=($!)
 "$CARGO_TARGET_DIR/release/voice-stt" --model "$stt_model" --log-format "${VOICE_STT_LOG_FORMAT:-text}" &
 pids+=($!)
-"$CARGO_TARGET_DIR/release/voice-llm" --model "$llm_model" --log-format "${VOICE_LLM_LOG_FORMAT:-text}" &
+"$CARGO_TARGET_DIR/release/voice-llm" --model "$llm_model" --cpu-nice "${VOICE_LLM_CPU_NICE:-10}" --log-format "${VOICE_LLM_LOG_FORMAT:-text}" &
 pids+=($!)
 "$CARGO_TARGET_DIR/release/voice-embed" --model "$embed_model" --log-format "${VOICE_EMBED_LOG_FORMAT:-text}" &
 pids+=($!)

@@ -74,8 +74,8 @@ struct Args {
     /// voice-llm's --prefix-cache-mb (0: every turn prefills the whole prompt).
     #[arg(long, default_value_t = 256)]
     prefix_cache_mb: u64,
-    /// voice-llm's --cpu-nice.
-    #[arg(long, default_value_t = 0)]
+    /// voice-llm's --cpu-nice (10: as scripts/run-stack.sh starts it).
+    #[arg(long, default_value_t = 10)]
     llm_nice: i32,
     #[arg(long)]
     json: Option<std::path::PathBuf>,

@@ -99,7 +99,7 @@ fn load_engine(state: &AppState) -> Result<engine::LlmEngine> {
         load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| LoadedModel::load(&id, &dir, d, ctx_len))?;
     state.ctx.device_state.set_primary(&device.label);
     if args.cpu_nice != 0 && !model.set_thread_nice(args.cpu_nice)? {
-        tracing::warn!(nice = args.cpu_nice, "--cpu-nice applies to the CPU llama implementation only; ignored for this model");
+        tracing::info!(nice = args.cpu_nice, "--cpu-nice applies to the CPU llama implementation only; ignored for this model");
     }
     tracing::info!(model = %id, architecture = %model.info.architecture, context = model.info.context_length,
         chat_template = if model.chat.is_fallback { "chatml (fallback)" } else { "model's own" }, "LLM ready");
