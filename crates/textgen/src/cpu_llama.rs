@@ -67,7 +67,7 @@ impl KvCache {
     pub fn prefix(&self, n: usize) -> KvCache {
         let n = n.min(self.len);
         let cut = |layers: &[Vec<f32>]| -> Vec<Vec<f32>> {
-            layers.iter().map(|l| if self.len == 0 { Vec::new() } else { l[..l.len() / self.len * n].to_vec() }).collect()
+            layers.iter().map(|l| l.len().checked_div(self.len).map_or_else(Vec::new, |per_position| l[..per_position * n].to_vec())).collect()
         };
         KvCache { k: cut(&self.k), v: cut(&self.v), len: n }
     }
