@@ -230,11 +230,13 @@ async fn a_question_is_answered_with_speech_and_the_metrics_add_up() {
     let total = m["voice_to_voice_ms"].as_f64().unwrap();
     assert!((sum - total).abs() < 0.01, "{m}");
     // Each stage is two of the turn's instants in order (negative = recorded out of order); the
-    // ones that do work take time (rag may be ~0: no collection here).
+    // ones that do work take time (rag may be ~0: no collection here; stt_final too: the final
+    // transcript started 96 ms into the silence, FinalCandidate, and is often done when the
+    // turn ends).
     for k in stages {
         assert!(m[k].as_f64().unwrap() >= 0.0, "{k} negative: {m}");
     }
-    for k in ["end_of_utterance_ms", "stt_final_ms", "llm_ttft_ms", "tts_ttfa_ms"] {
+    for k in ["end_of_utterance_ms", "llm_ttft_ms", "tts_ttfa_ms"] {
         assert!(m[k].as_f64().unwrap() > 1.0, "{k} should take time: {m}");
     }
     // Voice-to-voice measured from outside, not from the agent's clock. Its start: the agent's
