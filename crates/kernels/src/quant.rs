@@ -23,7 +23,7 @@ pub enum QType {
 }
 
 impl QType {
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         match self {
             QType::Q4_0 => 18,
             QType::Q4_1 => 20,
@@ -413,17 +413,23 @@ mod x86 {
         hsum(acc)
     }
 
+    /// Bytes of one block of `dot4`'s KIND (0 = Q4_0, 1 = Q4_1, 8 = Q8_0).
+    const fn kind_block_bytes(kind: u8) -> usize {
+        let t = match kind {
+            0 => super::QType::Q4_0,
+            1 => super::QType::Q4_1,
+            _ => super::QType::Q8_0,
+        };
+        t.block_bytes()
+    }
+
     /// One block `b` of one weight row against activation rows t0..t0 + 4, added to `acc` /
     /// `mins` (the per-row accumulators of one chain).
     #[inline(always)]
     unsafe fn block4<const KIND: u8>(w: &[u8], x: &super::Q8Rows, t0: usize, b: usize, acc: &mut [__m256; 4], mins: &mut [f32; 4]) {
         let cols = x.cols;
         let nb = cols / QK;
-        let bb = match KIND {
-            0 => 18,
-            1 => 20,
-            _ => 34,
-        };
+        let bb = kind_block_bytes(KIND);
         let blk = w.as_ptr().add(b * bb);
         let dw = f16_at(w, b * bb);
         // Unsigned weights (Q4_1) multiply directly; signed ones use the sign trick, whose
@@ -465,12 +471,7 @@ mod x86 {
         let cols = x.cols;
         let nb = cols / QK;
         assert!(x.q.len() >= (t0 + 4) * cols && x.d.len() >= (t0 + 4) * nb);
-        let bb = match KIND {
-            0 => 18,
-            1 => 20,
-            _ => 34,
-        };
-        assert!(w.len() >= nb * bb);
+        assert!(w.len() >= nb * kind_block_bytes(KIND));
         let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         let (mut mins0, mut mins1) = ([0f32; 4], [0f32; 4]);
         let mut b = 0;

@@ -259,17 +259,8 @@ impl Session {
                     candidate = Some(Candidate { task, started: Instant::now(), audio_seconds });
                 }
                 Some(StreamReq::EndOfUtterance(eou)) => {
-                    if let Some(h) = partial.take() {
-                        h.abort();
-                    }
-                    let kept = match candidate.take() {
-                        Some(c) if eou.keep_candidate => Some(c),
-                        Some(c) => {
-                            c.task.abort();
-                            None
-                        }
-                        None => None,
-                    };
+                    let kept = if eou.keep_candidate { candidate.take() } else { None };
+                    stop(&mut partial, &mut candidate);
                     let sent = match kept {
                         Some(c) => {
                             buf.clear();
