@@ -353,19 +353,34 @@ impl Generator {
         })
     }
 
-    /// x (1, 512, 2f), s (1, 128), f0 at 2f points (host) -> audio samples (host).
-    fn forward(&self, x: &Tensor, s: &Tensor, f0: &[f32]) -> Result<Vec<f32>> {
+    /// The harmonic source for a whole piece, through the two noise convolutions: f0 at 2f
+    /// points (host) -> (1, 256, 20f) and (1, 128, 120f + 1). The source's phase is accumulated
+    /// over the whole piece, so it is made once and sliced for each chunk.
+    fn sources(&self, f0: &[f32], dev: &Device) -> Result<(Tensor, Tensor)> {
         let har = harmonic_source_spectrum(f0, &self.l_linear_w, self.l_linear_b);
         let frames = har.len() / (N_FFT + 2);
-        let har = Tensor::from_vec(har, (1, N_FFT + 2, frames), x.device())?;
-        let mut x = x.clone();
-        for i in 0..2 {
+        let har = Tensor::from_vec(har, (1, N_FFT + 2, frames), dev)?;
+        Ok((self.noise_convs[0].forward(&har)?, self.noise_convs[1].forward(&har)?))
+    }
+
+    /// The half-frames `span` (units of 300 samples; x holds 2f of them) -> their audio,
+    /// 300 samples per half-frame. The whole piece (`0..2f`) is the reference computation;
+    /// a shorter span sees nothing outside itself, so its edges are only right once trimmed
+    /// by the caller ([`Kokoro::synthesize_chunks`]), and its instance norms take their
+    /// statistics over the span alone.
+    fn forward_span(&self, x: &Tensor, src: &(Tensor, Tensor), s: &Tensor, span: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let (a, len) = (span.start, span.len());
+        let srcs = [src.0.narrow(2, 10 * a, 10 * len)?, src.1.narrow(2, 60 * a, 60 * len + 1)?];
+        let mut x = x.narrow(2, a, len)?;
+        for (i, src) in srcs.iter().enumerate() {
             x = leaky_relu(&x, 0.1)?;
-            let src = self.noise_res[i].forward(&self.noise_convs[i].forward(&har)?, s)?;
+            let src = self.noise_res[i].forward(src, s)?;
             x = self.ups[i].forward(&x)?;
             if i == 1 {
-                // ReflectionPad1d((1, 0)): prepend x[1].
-                x = Tensor::cat(&[x.narrow(2, 1, 1)?, x], 2)?;
+                // ReflectionPad1d((1, 0)) prepends x[1] at the piece's start; inside a piece the
+                // sample before the span is outside it (and inside the trimmed margin).
+                let lead = if a == 0 { 1 } else { 0 };
+                x = Tensor::cat(&[x.narrow(2, lead, 1)?, x], 2)?;
             }
             x = (x + src)?;
             let mut acc: Option<Tensor> = None;
@@ -537,9 +552,8 @@ impl Decoder {
         })
     }
 
-    /// asr (1, 512, f), f0/n (2f), s (1, 128) -> audio (600 f samples).
-    /// Returns the audio and the generator's share of the time (ms).
-    fn forward(&self, asr: &Tensor, f0: &Tensor, f0_host: &[f32], n: &Tensor, s: &Tensor) -> Result<(Vec<f32>, f64)> {
+    /// asr (1, 512, f), f0/n (2f), s (1, 128) -> the generator's input, (1, 512, 2f).
+    fn forward(&self, asr: &Tensor, f0: &Tensor, n: &Tensor, s: &Tensor) -> Result<Tensor> {
         let f0c = self.f0_conv.forward(&f0.reshape((1, 1, ()))?)?;
         let nc = self.n_conv.forward(&n.reshape((1, 1, ()))?)?;
         let mut x = self.encode.forward(&Tensor::cat(&[asr, &f0c, &nc], 1)?, s)?;
@@ -547,9 +561,7 @@ impl Decoder {
         for block in &self.decode {
             x = block.forward(&Tensor::cat(&[&x, &asr_res, &f0c, &nc], 1)?, s)?;
         }
-        let t = std::time::Instant::now();
-        let audio = self.generator.forward(&x, s, f0_host)?;
-        Ok((audio, t.elapsed().as_secs_f64() * 1e3))
+        Ok(x)
     }
 }
 
@@ -600,6 +612,18 @@ impl Kokoro {
     /// instead of predicted: for comparing the acoustic stages of two implementations whose
     /// duration rounding differs on a token.
     pub fn forward_aligned(&self, ids: &[i64], style: &[f32], speed: f32, durations: Option<&[u32]>) -> Result<Synthesis> {
+        let p = self.prepare(ids, style, speed, durations)?;
+        let t = std::time::Instant::now();
+        let audio = self.generate(&p)?;
+        let t_gen = t.elapsed().as_secs_f64() * 1e3;
+        Ok(Synthesis { audio, stage_ms: [p.stage_ms[0], p.stage_ms[1], t_gen], durations: p.durations, f0: p.f0 })
+    }
+
+    /// Every stage before the generator, for the whole piece: text encoders, prosody
+    /// (durations, F0, energy), alignment and the decoder. Cheap next to the generator (about a
+    /// tenth of its work per frame), and the instance norms in it see the whole piece, so
+    /// streaming a piece only cuts the generator's work into chunks.
+    pub fn prepare(&self, ids: &[i64], style: &[f32], speed: f32, durations: Option<&[u32]>) -> Result<Prepared> {
         if ids.len() < 3 || ids.len() > CONTEXT_LENGTH {
             bail!("{} tokens: Kokoro takes 1 to {} phonemes per pass", ids.len().saturating_sub(2), CONTEXT_LENGTH - 2);
         }
@@ -635,11 +659,133 @@ impl Kokoro {
         let asr = t_en.contiguous()?.index_select(&index, 2)?; // (1, 512, frames)
         let f0_host = f0.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
         let t_prosody = start.elapsed();
-        let (audio, t_gen) = self.decoder.forward(&asr, &f0, &f0_host, &n, &s_dec)?;
-        let total = start.elapsed();
+        let x = self.decoder.forward(&asr, &f0, &n, &s_dec)?;
+        let sources = self.decoder.generator.sources(&f0_host, dev)?;
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        let stage_ms = [ms(t_prosody), ms(total - t_prosody) - t_gen, t_gen];
-        Ok(Synthesis { audio, durations, f0: f0_host, stage_ms })
+        Ok(Prepared { x, sources, s_dec, durations, f0: f0_host, stage_ms: [ms(t_prosody), ms(start.elapsed() - t_prosody)] })
+    }
+
+    /// Debug: the generator over half-frames `span` alone.
+    pub fn generate_span(&self, p: &Prepared, span: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        self.decoder.generator.forward_span(&p.x, &p.sources, &p.s_dec, span)
+    }
+
+    /// The whole piece's audio in one generator pass (600 samples per frame).
+    pub fn generate(&self, p: &Prepared) -> Result<Vec<f32>> {
+        self.decoder.generator.forward_span(&p.x, &p.sources, &p.s_dec, 0..2 * p.frames())
+    }
+
+    /// The piece's audio in chunks of frames, each handed to `sink` as soon as it exists (the
+    /// first after `chunking.first_frames` frames' work instead of the whole piece's). `sink`
+    /// returns false to stop (the listener went away). The chunks, joined, have exactly the
+    /// whole pass's length.
+    ///
+    /// Each chunk is computed over its frames plus `chunking.margin` half-frames on each side
+    /// (more than the generator's receptive field), so its convolutions are those of the whole
+    /// pass; what differs is the generator's instance norms, whose statistics come from the
+    /// span instead of the piece. So that a join does not step where two chunks' statistics
+    /// differ, the first [`CROSSFADE`] samples after a join are computed by both chunks and
+    /// faded from the earlier one's into the later one's.
+    pub fn synthesize_chunks(&self, p: &Prepared, chunking: &Chunking, mut sink: impl FnMut(Vec<f32>) -> bool) -> Result<()> {
+        let spans = chunking.spans(p.frames(), p.durations.first().map_or(0, |&d| d as usize));
+        if spans.len() == 1 {
+            sink(self.generate(p)?);
+            return Ok(());
+        }
+        let half = SAMPLES_PER_FRAME / 2;
+        let total_half = 2 * p.frames();
+        let mut tail: Vec<f32> = Vec::new();
+        for (k, frames) in spans.iter().enumerate() {
+            let last = k + 1 == spans.len();
+            // Samples this chunk owns, plus the crossfade region after its end.
+            let (own_start, own_end) = (frames.start * SAMPLES_PER_FRAME, frames.end * SAMPLES_PER_FRAME);
+            let want_end = if last { own_end } else { own_end + CROSSFADE };
+            let lo = (2 * frames.start).saturating_sub(chunking.margin);
+            let hi = (want_end.div_ceil(half) + chunking.margin).min(total_half);
+            let audio = self.decoder.generator.forward_span(&p.x, &p.sources, &p.s_dec, lo..hi)?;
+            let base = lo * half;
+            let mut out = audio[own_start - base..own_end - base].to_vec();
+            // Fade from the previous chunk's view of these samples into this one's.
+            for (i, (o, t)) in out.iter_mut().zip(&tail).enumerate() {
+                let w = (i as f32 + 0.5) / tail.len() as f32;
+                *o = t * (1.0 - w) + *o * w;
+            }
+            tail = if last { Vec::new() } else { audio[own_end - base..want_end - base].to_vec() };
+            if !sink(out) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Samples after each join computed by both neighbouring chunks and crossfaded (10 ms).
+pub const CROSSFADE: usize = 240;
+
+/// A piece after every stage but the generator ([`Kokoro::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The decoder's output, the generator's input: (1, 512, 2 * frames).
+    x: Tensor,
+    /// The harmonic source through the noise convolutions, for the whole piece.
+    sources: (Tensor, Tensor),
+    s_dec: Tensor,
+    /// Frames (of 600 samples) per input token, padding tokens included.
+    pub durations: Vec<u32>,
+    /// F0 curve (Hz) at two points per frame.
+    pub f0: Vec<f32>,
+    /// Wall time of the text + prosody stages and of the decoder (ms).
+    pub stage_ms: [f64; 2],
+}
+
+impl Prepared {
+    /// Frames of 600 samples (25 ms) the piece lasts.
+    pub fn frames(&self) -> usize {
+        self.f0.len() / 2
+    }
+}
+
+/// How a piece is cut into chunks for streaming ([`Kokoro::synthesize_chunks`]): a small
+/// first chunk so the first audio leaves early, then chunks doubling up to `max_frames` (fewer
+/// chunks, less margin recomputed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    /// Frames (25 ms) in the first chunk; 0 = the piece in one pass.
+    pub first_frames: usize,
+    pub max_frames: usize,
+    /// Half-frames (12.5 ms) of context computed on each side of a chunk and thrown away.
+    pub margin: usize,
+}
+
+impl Chunking {
+    /// The whole piece in one pass.
+    pub const WHOLE: Chunking = Chunking { first_frames: 0, max_frames: 0, margin: 0 };
+    /// voice-tts's default (chosen with `examples/chunk_study.rs`, benches/README.md): 200 ms
+    /// of speech in the first chunk, chunks doubling to 1.6 s, 125 ms of margin (more than the
+    /// generator's receptive field, about 9 half-frames).
+    pub const STREAM: Chunking = Chunking { first_frames: 8, max_frames: 64, margin: 10 };
+
+    /// The chunks' frame ranges for a piece of `frames` whose first `lead` frames are the
+    /// leading pad token's (silence): the first chunk holds the lead and `first_frames` of
+    /// speech, the next ones double up to `max_frames`, and no last chunk is shorter than
+    /// `first_frames` (it joins the one before).
+    pub fn spans(&self, frames: usize, lead: usize) -> Vec<std::ops::Range<usize>> {
+        let first = lead + self.first_frames;
+        if self.first_frames == 0 || frames < first + self.first_frames {
+            return vec![0..frames];
+        }
+        let mut spans = Vec::new();
+        let (mut at, mut end, mut size) = (0, first, self.first_frames);
+        while at < frames {
+            if frames - end < self.first_frames {
+                end = frames;
+            }
+            spans.push(at..end);
+            at = end;
+            size = (size * 2).min(self.max_frames.max(self.first_frames));
+            end = (at + size).min(frames);
+        }
+        spans
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use serde_json::Value;
-use voice_kokoro::{eval::log_mel_distance_db, voices::Voices, Kokoro, Weights};
+use voice_kokoro::{eval::log_mel_distance_db, voices::Voices, Chunking, Kokoro, Weights};
 
 const ONNX_GAIN: f32 = 1.5;
 
@@ -70,5 +70,68 @@ fn matches_onnxruntime() {
         // Sanity of the metric on this case: the reference against itself shifted by 10 ms.
         let shifted = log_mel_distance_db(&reference.samples[256..], &reference.samples, 24_000);
         assert!(shifted > 1.5, "{name}: a 10 ms shift scores only {shifted:.2} dB");
+    }
+}
+
+/// The largest sample-to-sample step within `radius` samples of `at`.
+fn max_step(x: &[f32], at: usize, radius: usize) -> f32 {
+    let (lo, hi) = (at.saturating_sub(radius).max(1), (at + radius).min(x.len()));
+    (lo..hi).map(|i| (x[i] - x[i - 1]).abs()).fold(0f32, f32::max)
+}
+
+/// Streaming inside a piece ([`Kokoro::synthesize_chunks`]): the chunks join to the whole
+/// pass's length, stay close to it and to onnxruntime's reference, and do not click at the
+/// joins.
+///
+/// Bounds, from the measurements in benches/README.md: the generator's instance norms take
+/// their statistics over each chunk, and that alone moves the rendering by 2.0-3.6 dB of
+/// log-mel distance from the whole pass (for scale: the whole pass moves by 0.9-1.3 dB when
+/// 20 half-frames of trailing silence are left out of the same piece, a 10 ms shift scores
+/// 2.6 dB and another voice 9.4 dB). Bound 4 dB from the whole pass and 4 dB from onnxruntime.
+/// A click is a step at a join larger than any step of the whole pass within 20 ms of it; the
+/// joins are crossfaded, and without the crossfade this test fails.
+#[test]
+fn streamed_chunks_match_the_whole_pass_without_clicks() {
+    let dir = voice_models::Fetcher::new(None).resolve("kokoro-82m", true, &[]).expect("fetching kokoro-82m").dir;
+    let model = Kokoro::new(&Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu).unwrap(), &Device::Cpu).unwrap();
+    let voices = Voices::load_dir(&dir.join("voices")).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(data_dir().join("golden.json")).unwrap()).unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let ids: Vec<i64> = case["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let pack = voices.resolve(case["voice"].as_str().unwrap()).unwrap();
+        let want_dur: Vec<u32> = case["durations"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let p = model.prepare(&ids, pack.style(ids.len() - 2), case["speed"].as_f64().unwrap() as f32, Some(&want_dur)).unwrap();
+        let whole = model.generate(&p).unwrap();
+
+        // One chunk is the whole pass, bit for bit.
+        let mut single = Vec::new();
+        let one = Chunking { first_frames: p.frames(), ..Chunking::STREAM };
+        model.synthesize_chunks(&p, &one, |c| { single.push(c); true }).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0], whole, "{name}: a single chunk differs from the whole pass");
+
+        let mut chunks: Vec<Vec<f32>> = Vec::new();
+        model.synthesize_chunks(&p, &Chunking::STREAM, |c| { chunks.push(c); true }).unwrap();
+        assert!(chunks.len() >= 3, "{name}: {} chunks", chunks.len());
+        let streamed: Vec<f32> = chunks.concat();
+        assert_eq!(streamed.len(), whole.len(), "{name}: length");
+        let to_whole = log_mel_distance_db(&streamed, &whole, 24_000);
+        let wav = std::fs::read(data_dir().join(case["wav"].as_str().unwrap())).unwrap();
+        let reference = voice_runtime::audio::decode(&wav, 60.0).unwrap();
+        let scaled: Vec<f32> = streamed.iter().map(|v| v * ONNX_GAIN).collect();
+        let to_onnx = log_mel_distance_db(&scaled, &reference.samples, 24_000);
+        let mut at = 0;
+        let mut worst = 0f32;
+        for c in &chunks[..chunks.len() - 1] {
+            at += c.len();
+            let join = max_step(&streamed, at, 2);
+            let around = max_step(&whole, at, 480);
+            worst = worst.max(join / around.max(1e-4));
+        }
+        eprintln!("{name}: {} chunks, log-mel {to_whole:.2} dB from the whole pass, {to_onnx:.2} dB from onnxruntime, worst join step {worst:.2}x the whole's nearby", chunks.len());
+        assert!(to_whole < 4.0, "{name}: {to_whole:.2} dB from the whole pass");
+        assert!(to_onnx < 4.0, "{name}: {to_onnx:.2} dB from onnxruntime");
+        assert!(worst <= 1.0, "{name}: a join steps {worst:.2}x more than the whole pass does within 20 ms");
     }
 }

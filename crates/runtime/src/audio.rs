@@ -340,59 +340,140 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
-    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&from) {
-        return Err(AudioError::BadSampleRate(from));
-    }
-    let g = gcd(from as u64, to as u64);
-    let chunk = 1024usize;
-    let expected = (samples.len() as u64 * to as u64).div_ceil(from as u64) as usize;
-    if from as u64 / g <= 1000 {
-        let r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1).map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
-        run_resampler(r, samples, expected)
-    } else {
-        let params = SincInterpolationParameters {
-            sinc_len: 128,
-            f_cutoff: 0.95,
-            interpolation: SincInterpolationType::Linear,
-            oversampling_factor: 128,
-            window: WindowFunction::BlackmanHarris2,
+    let mut r = StreamResampler::new(from, to, 1024)?;
+    let mut out = r.push(samples)?;
+    out.extend(r.finish()?);
+    Ok(out)
+}
+
+enum ResamplerKind {
+    Same,
+    Fft(FftFixedIn<f32>),
+    Sinc(SincFixedIn<f32>),
+}
+
+/// A resampler for audio that arrives in pieces (a reply streamed chunk by chunk): the filter's
+/// state carries across [`StreamResampler::push`] calls, so the output is the same as
+/// resampling the concatenation at once ([`resample`] is this with one push), with no
+/// discontinuity at the joins. Output lags input by at most `block` samples until
+/// [`StreamResampler::finish`].
+pub struct StreamResampler {
+    kind: ResamplerKind,
+    pending: Vec<f32>,
+    /// Output samples still to drop: the filter's delay.
+    skip: usize,
+    taken: u64,
+    given: u64,
+    from: u32,
+    to: u32,
+}
+
+macro_rules! with_resampler {
+    ($kind:expr, $r:ident => $body:expr, $same:expr) => {
+        match $kind {
+            ResamplerKind::Fft($r) => $body,
+            ResamplerKind::Sinc($r) => $body,
+            ResamplerKind::Same => $same,
+        }
+    };
+}
+
+impl StreamResampler {
+    /// `block`: input samples per filter step (smaller: less lag, more overhead).
+    pub fn new(from: u32, to: u32, block: usize) -> Result<Self, AudioError> {
+        let err = |e: rubato::ResamplerConstructionError| AudioError::Corrupt(format!("resampler: {e}"));
+        let kind = if from == to {
+            ResamplerKind::Same
+        } else {
+            if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&from) {
+                return Err(AudioError::BadSampleRate(from));
+            }
+            if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&to) {
+                return Err(AudioError::BadSampleRate(to));
+            }
+            if from as u64 / gcd(from as u64, to as u64) <= 1000 {
+                ResamplerKind::Fft(FftFixedIn::<f32>::new(from as usize, to as usize, block, 2, 1).map_err(err)?)
+            } else {
+                let params = SincInterpolationParameters {
+                    sinc_len: 128,
+                    f_cutoff: 0.95,
+                    interpolation: SincInterpolationType::Linear,
+                    oversampling_factor: 128,
+                    window: WindowFunction::BlackmanHarris2,
+                };
+                ResamplerKind::Sinc(SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, block, 1).map_err(err)?)
+            }
         };
-        let r =
-            SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, chunk, 1).map_err(|e| AudioError::Corrupt(format!("resampler: {e}")))?;
-        run_resampler(r, samples, expected)
+        let skip = with_resampler!(&kind, r => r.output_delay(), 0);
+        Ok(Self { kind, pending: Vec::new(), skip, taken: 0, given: 0, from, to })
+    }
+
+    /// Take more input; returns the output it completes.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, AudioError> {
+        self.taken += samples.len() as u64;
+        if matches!(self.kind, ResamplerKind::Same) {
+            self.given += samples.len() as u64;
+            return Ok(samples.to_vec());
+        }
+        self.pending.extend_from_slice(samples);
+        let mut out = Vec::new();
+        loop {
+            let need = with_resampler!(&self.kind, r => r.input_frames_next(), 0);
+            if self.pending.len() < need || need == 0 {
+                break;
+            }
+            let res = with_resampler!(&mut self.kind, r => r.process(&[&self.pending[..need]], None), unreachable!()).map_err(step_err)?;
+            out.extend_from_slice(&res[0]);
+            self.pending.drain(..need);
+        }
+        Ok(self.emit(out, u64::MAX))
+    }
+
+    /// The input has ended: the rest of the output, so that the total is exactly the input's
+    /// length at the new rate (rounded up).
+    pub fn finish(&mut self) -> Result<Vec<f32>, AudioError> {
+        let expected = (self.taken * self.to as u64).div_ceil(self.from as u64);
+        if matches!(self.kind, ResamplerKind::Same) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            let block = std::mem::take(&mut self.pending);
+            let res = with_resampler!(&mut self.kind, r => r.process_partial(Some(&[&block[..]]), None), unreachable!()).map_err(step_err)?;
+            out.extend_from_slice(&res[0]);
+        }
+        // Flush what the filter still holds.
+        loop {
+            let have = self.given + (out.len().saturating_sub(self.skip)) as u64;
+            if have >= expected {
+                break;
+            }
+            let res = with_resampler!(&mut self.kind, r => r.process_partial::<&[f32]>(None, None), unreachable!()).map_err(step_err)?;
+            if res[0].is_empty() {
+                break;
+            }
+            out.extend_from_slice(&res[0]);
+        }
+        Ok(self.emit(out, expected))
+    }
+
+    /// Drop what is left of the filter delay, cut at `limit` samples in total, sanitize.
+    fn emit(&mut self, mut out: Vec<f32>, limit: u64) -> Vec<f32> {
+        let drop = self.skip.min(out.len());
+        out.drain(..drop);
+        self.skip -= drop;
+        let room = limit.saturating_sub(self.given);
+        out.truncate(room.min(out.len() as u64) as usize);
+        self.given += out.len() as u64;
+        for x in out.iter_mut() {
+            *x = sanitize(*x);
+        }
+        out
     }
 }
 
-/// Feed all samples through a resampler, flush it, drop its delay, and cut to `expected`.
-fn run_resampler<R: Resampler<f32>>(mut resampler: R, samples: &[f32], expected: usize) -> Result<Vec<f32>, AudioError> {
-    let err = |e: rubato::ResampleError| AudioError::Corrupt(format!("resampler: {e}"));
-    let delay = resampler.output_delay();
-    let mut out: Vec<f32> = Vec::with_capacity(expected + delay + 2048);
-    let mut pos = 0usize;
-    while pos < samples.len() {
-        let need = resampler.input_frames_next();
-        let end = (pos + need).min(samples.len());
-        let block = &samples[pos..end];
-        let res =
-            if block.len() == need { resampler.process(&[block], None) } else { resampler.process_partial(Some(&[block]), None) }.map_err(err)?;
-        out.extend_from_slice(&res[0]);
-        pos = end;
-    }
-    // Flush what the filter still holds.
-    while out.len() < expected + delay {
-        let res = resampler.process_partial::<&[f32]>(None, None).map_err(err)?;
-        if res[0].is_empty() {
-            break;
-        }
-        out.extend_from_slice(&res[0]);
-    }
-    let start = delay.min(out.len());
-    let mut v: Vec<f32> = out[start..].to_vec();
-    v.truncate(expected);
-    for x in v.iter_mut() {
-        *x = sanitize(*x);
-    }
-    Ok(v)
+fn step_err(e: rubato::ResampleError) -> AudioError {
+    AudioError::Corrupt(format!("resampler: {e}"))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -480,6 +561,41 @@ mod tests {
         for v in [-32768i16, -1, 0, 1, 12345, 32767] {
             assert!((f32_to_s16(s16_to_f32(v)) - v).abs() <= 1, "{v}");
         }
+    }
+
+    /// A reply arrives in chunks of any size: resampled chunk by chunk through one
+    /// StreamResampler it must equal the whole resampled at once (same filter state, no
+    /// discontinuity at the joins); fresh resampling per chunk (what the agent did) does not.
+    #[test]
+    fn a_tone_resampled_in_chunks_equals_it_resampled_whole() {
+        for (from, to) in [(24_000, 48_000), (22_050, 48_000), (44_101, 16_000)] {
+            let x = tone(from, 0.75, 330.0);
+            let mut whole = StreamResampler::new(from, to, 256).unwrap();
+            let mut want = whole.push(&x).unwrap();
+            want.extend(whole.finish().unwrap());
+            assert_eq!(want.len(), (x.len() as u64 * to as u64).div_ceil(from as u64) as usize);
+            let mut r = StreamResampler::new(from, to, 256).unwrap();
+            let (mut got, mut at, mut size) = (Vec::new(), 0, 7);
+            while at < x.len() {
+                let end = (at + size).min(x.len());
+                got.extend(r.push(&x[at..end]).unwrap());
+                at = end;
+                size = size * 3 % 1500 + 1;
+            }
+            got.extend(r.finish().unwrap());
+            assert_eq!(got.len(), want.len(), "{from} -> {to}");
+            let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst < 1e-5, "{from} -> {to}: chunked differs by {worst}");
+            // The largest sample-to-sample step is the tone's own (no click at a join).
+            let max_step = |v: &[f32]| v.windows(2).skip(100).take(v.len() - 300).fold(0f32, |m, w| m.max((w[1] - w[0]).abs()));
+            let tone_step = 0.5 * 2.0 * std::f32::consts::PI * 330.0 / to as f32;
+            assert!(max_step(&got) < tone_step * 1.05, "{from} -> {to}: step {} vs the tone's {tone_step}", max_step(&got));
+        }
+        // Per-chunk resampling, for contrast: each chunk's edges are filtered against silence.
+        let x = tone(24_000, 0.5, 330.0);
+        let per_chunk: Vec<f32> = x.chunks(600).flat_map(|c| resample(c, 24_000, 48_000).unwrap()).collect();
+        let step = per_chunk.windows(2).skip(100).fold(0f32, |m, w| m.max((w[1] - w[0]).abs()));
+        assert!(step > 0.5 * 2.0 * std::f32::consts::PI * 330.0 / 48_000.0 * 1.5, "per-chunk resampling shows no step ({step})");
     }
 
     #[test]

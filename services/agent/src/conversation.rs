@@ -33,6 +33,7 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
+use voice_runtime::audio::StreamResampler;
 use voice_proto::stt::v1::{
     streaming_recognize_request::Request as SttReq, AudioChunk, EndOfUtterance, FinalCandidate, StreamingConfig, StreamingRecognizeRequest,
     TranscribeRequest,
@@ -57,6 +58,9 @@ const SORRY_STT: &str = "Sorry, I didn't catch that. I'm having trouble hearing 
 const LEAD_WINDOW_MS: u32 = 10;
 const LEAD_SILENCE_RMS: f32 = 0.003;
 const LEAD_KEEP_MS: u32 = 20;
+/// Input samples per step of the TTS audio's resampler: 256 at 24 kHz holds back at most
+/// ~11 ms of a chunk until the next one (or the piece's end) arrives.
+const RESAMPLER_BLOCK: usize = 256;
 
 /// Data message topics (the frontend's contract).
 pub const TOPIC_STATE: &str = "agent.state";
@@ -805,6 +809,7 @@ impl ReplyJob {
                 }
             };
             let mut carry: Vec<i16> = Vec::with_capacity(OUTPUT_FRAME * 2);
+            let mut resampler: Option<StreamResampler> = None;
             let mut announced = false;
             // The voice starts with a few hundred ms of silence: before the reply's first words
             // that is pure wait for the listener, so it is skipped (the pauses between sentences
@@ -833,7 +838,13 @@ impl ReplyJob {
                             announced = true;
                             let _ = self.report.send(Internal::Sentence { turn: self.turn, text: text.clone() });
                         }
-                        let up = voice_runtime::audio::resample(&samples, rate, OUTPUT_RATE).map_err(|e| format!("resampling TTS audio: {e}"))?;
+                        // One resampler for the piece's chunks: its filter state runs across
+                        // the joins (fresh resampling per chunk filters each edge against
+                        // silence, a click at every join).
+                        if resampler.is_none() {
+                            resampler = Some(StreamResampler::new(rate, OUTPUT_RATE, RESAMPLER_BLOCK).map_err(|e| format!("resampling TTS audio: {e}"))?);
+                        }
+                        let up = resampler.as_mut().expect("made above").push(&samples).map_err(|e| format!("resampling TTS audio: {e}"))?;
                         carry.extend(up.iter().map(|&v| voice_runtime::audio::f32_to_s16(v)));
                         let whole = carry.len() / OUTPUT_FRAME * OUTPUT_FRAME;
                         for f in carry[..whole].chunks_exact(OUTPUT_FRAME) {
@@ -851,9 +862,14 @@ impl ReplyJob {
                     }
                 }
             }
-            if !carry.is_empty() {
-                carry.resize(OUTPUT_FRAME, 0);
-                let _ = frames_tx.send((idx, carry));
+            if let Some(mut r) = resampler.take() {
+                let rest = r.finish().map_err(|e| format!("resampling TTS audio: {e}"))?;
+                carry.extend(rest.iter().map(|&v| voice_runtime::audio::f32_to_s16(v)));
+            }
+            for f in carry.chunks(OUTPUT_FRAME) {
+                let mut f = f.to_vec();
+                f.resize(OUTPUT_FRAME, 0);
+                let _ = frames_tx.send((idx, f));
             }
         }
         failure.map_or(Ok(()), Err)

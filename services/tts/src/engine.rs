@@ -71,9 +71,12 @@ pub struct Plan {
     pub characters: usize,
 }
 
-/// Audio of one piece, 24 kHz mono f32.
+/// A chunk of one piece's audio, 24 kHz mono f32, in order: a piece is one chunk or several
+/// ([`TtsEngine::chunking`]).
 pub struct AudioPiece {
+    /// The piece it belongs to.
     pub index: usize,
+    /// The piece's text on its first chunk, empty on the others.
     pub text: String,
     pub samples: Vec<f32>,
     /// Set on the first piece: request start -> this audio ready.
@@ -90,6 +93,8 @@ pub struct TtsEngine {
     pub metrics: TtsMetrics,
     pub default_voice: String,
     pub max_input_chars: usize,
+    /// How pieces are cut into streamed chunks.
+    pub chunking: voice_kokoro::Chunking,
 }
 
 /// Language of a voice id from its first letter (Kokoro's naming), for listings.
@@ -178,7 +183,7 @@ impl TtsEngine {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let synth_start = Instant::now();
-            let mut audio_samples = 0usize;
+            let audio_samples = std::cell::Cell::new(0usize);
             for (index, piece) in plan.pieces.iter().enumerate() {
                 if tx.is_closed() {
                     engine.metrics.cancelled.inc();
@@ -186,30 +191,50 @@ impl TtsEngine {
                     return;
                 }
                 let style = plan.voice.style(piece.ids.len() - 2);
-                let result = engine.slot.run(|m, _| m.forward(&piece.ids, style, plan.speed));
-                match result {
-                    Ok(s) => {
-                        audio_samples += s.audio.len();
-                        let ttfa = (index == 0).then(|| started.elapsed());
+                // Samples of this piece already sent: a retry on the CPU after a device error
+                // renders the piece again and sends only what was not sent yet.
+                let sent = std::cell::Cell::new(0usize);
+                let stop = std::cell::Cell::new(None::<Sent>);
+                let result = engine.slot.run(|m, _| {
+                    let prepared = m.prepare(&piece.ids, style, plan.speed, None)?;
+                    let mut at = 0usize;
+                    m.synthesize_chunks(&prepared, &engine.chunking, |chunk| {
+                        let new = chunk.len().saturating_sub(sent.get().saturating_sub(at));
+                        at += chunk.len();
+                        if new == 0 {
+                            return true;
+                        }
+                        let samples = chunk[chunk.len() - new..].to_vec();
+                        let first_of_piece = sent.get() == 0;
+                        let ttfa = (index == 0 && first_of_piece).then(|| started.elapsed());
                         if let Some(t) = ttfa {
                             engine.metrics.time_to_first_audio.observe(t.as_secs_f64());
                         }
-                        let out = AudioPiece { index, text: piece.text.clone(), samples: s.audio, time_to_first_audio: ttfa };
-                        match send_within(&tx, Ok(out), SLOW_CLIENT_LIMIT) {
-                            Sent::Ok => {}
-                            Sent::Closed => {
-                                engine.metrics.cancelled.inc();
-                                return;
-                            }
-                            Sent::TimedOut => {
-                                // A client that stops reading must not hold the model slot.
-                                engine.metrics.cancelled.inc();
-                                tracing::warn!(index, "client stopped reading for {SLOW_CLIENT_LIMIT:?}: synthesis abandoned");
-                                return;
+                        sent.set(sent.get() + new);
+                        audio_samples.set(audio_samples.get() + new);
+                        let text = if first_of_piece { piece.text.clone() } else { String::new() };
+                        match send_within(&tx, Ok(AudioPiece { index, text, samples, time_to_first_audio: ttfa }), SLOW_CLIENT_LIMIT) {
+                            Sent::Ok => true,
+                            other => {
+                                stop.set(Some(other));
+                                false
                             }
                         }
+                    })
+                });
+                match (result, stop.take()) {
+                    (_, Some(Sent::TimedOut)) => {
+                        // A client that stops reading must not hold the model slot.
+                        engine.metrics.cancelled.inc();
+                        tracing::warn!(index, "client stopped reading for {SLOW_CLIENT_LIMIT:?}: synthesis abandoned");
+                        return;
                     }
-                    Err(e) => {
+                    (_, Some(_)) => {
+                        engine.metrics.cancelled.inc();
+                        return;
+                    }
+                    (Ok(()), None) => {}
+                    (Err(e), None) => {
                         tracing::error!(error = %format!("{e:#}"), index, "synthesis failed");
                         let _ = send_within(&tx, Err(ApiError::internal(format!("synthesis failed: {e:#}"))), SLOW_CLIENT_LIMIT);
                         return;
@@ -217,7 +242,7 @@ impl TtsEngine {
                 }
             }
             let secs = synth_start.elapsed().as_secs_f64();
-            let audio_secs = audio_samples as f64 / SAMPLE_RATE as f64;
+            let audio_secs = audio_samples.get() as f64 / SAMPLE_RATE as f64;
             engine.metrics.characters.inc_by(plan.characters as u64);
             engine.metrics.audio_seconds.inc_by(audio_secs.round() as u64);
             if audio_secs > 0.0 {

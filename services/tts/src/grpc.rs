@@ -1,5 +1,5 @@
 //! gRPC `voice.tts.v1.TextToSpeech`: server-streamed 24 kHz PCM for the voice agent. A client
-//! that cancels the call (barge-in) closes the channel and synthesis stops at the next piece.
+//! that cancels the call (barge-in) closes the channel and synthesis stops at the next chunk.
 
 use std::{pin::Pin, time::Instant};
 
@@ -33,11 +33,16 @@ impl TextToSpeech for TtsGrpc {
             .map_err(|e| Status::internal(format!("text front end task failed: {e}")))??;
         let (tx, rx) = mpsc::channel(4);
         engine.synthesize(plan, started, tx).await?;
-        let pieces = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+        let mut next_index = 0u32;
+        let pieces = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| match item {
             Ok(p) => Ok(pb::AudioChunk {
                 pcm: voice_runtime::audio::f32_to_s16le(&p.samples),
                 sample_rate: SAMPLE_RATE,
-                index: p.index as u32,
+                index: {
+                    next_index += 1;
+                    next_index - 1
+                },
+                piece: p.index as u32,
                 text: p.text,
                 done: false,
                 time_to_first_audio_ms: p.time_to_first_audio.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),

@@ -55,6 +55,18 @@ pub struct TtsArgs {
     #[arg(long)]
     pub g2p_dir: Option<std::path::PathBuf>,
 
+    /// Speech frames (25 ms) in the first streamed chunk of a piece, after its leading silence;
+    /// later chunks double up to --max-chunk-frames. 0: each piece in one pass (the reference
+    /// rendering; the first audio waits for the whole piece). Chunks are rendered with the
+    /// generator's statistics over the chunk, 2-3.5 dB of log-mel from the whole pass
+    /// (benches/README.md).
+    #[arg(long, default_value_t = voice_kokoro::Chunking::STREAM.first_frames)]
+    pub first_chunk_frames: usize,
+
+    /// Largest streamed chunk, in frames (25 ms).
+    #[arg(long, default_value_t = voice_kokoro::Chunking::STREAM.max_frames)]
+    pub max_chunk_frames: usize,
+
     /// espeak-ng program for out-of-lexicon words.
     #[arg(long, default_value = "espeak-ng")]
     pub espeak: String,
@@ -135,6 +147,11 @@ fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
         metrics: engine::TtsMetrics::new(&state.ctx)?,
         default_voice: args.voice.clone(),
         max_input_chars: args.max_input_chars.max(1),
+        chunking: voice_kokoro::Chunking {
+            first_frames: args.first_chunk_frames,
+            max_frames: args.max_chunk_frames.max(args.first_chunk_frames),
+            ..voice_kokoro::Chunking::STREAM
+        },
     })
 }
 

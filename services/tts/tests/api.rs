@@ -189,11 +189,21 @@ fn grpc_streams_pieces_in_order_and_can_be_cancelled() {
         }
         let last = chunks.pop().unwrap();
         assert!(last.done && last.pcm.is_empty());
-        assert_eq!(chunks.len(), 2, "one piece per sentence");
+        // One piece per sentence, each streamed in chunks (the first after ~200 ms of speech):
+        // messages numbered in order, pieces in order, the piece's text on its first chunk.
+        assert!(chunks.len() >= 4, "{} chunks for two pieces: not streamed inside a piece", chunks.len());
+        let mut bytes_per_piece = [0usize; 2];
         for (i, ch) in chunks.iter().enumerate() {
             assert_eq!(ch.index as usize, i);
             assert_eq!(ch.sample_rate, 24_000);
-            assert!(ch.pcm.len() > 24_000, "piece {i}: {} bytes", ch.pcm.len());
+            let first_of_piece = i == 0 || chunks[i - 1].piece != ch.piece;
+            assert_eq!(!ch.text.is_empty(), first_of_piece, "chunk {i} (piece {}): text {:?}", ch.piece, ch.text);
+            assert!(i == 0 || ch.piece == chunks[i - 1].piece || ch.piece == chunks[i - 1].piece + 1, "pieces out of order");
+            bytes_per_piece[ch.piece as usize] += ch.pcm.len();
+        }
+        assert_eq!(chunks.last().unwrap().piece, 1, "one piece per sentence");
+        for (i, b) in bytes_per_piece.iter().enumerate() {
+            assert!(*b > 24_000, "piece {i}: {b} bytes");
         }
         assert!(chunks[0].time_to_first_audio_ms > 0.0);
 
