@@ -173,6 +173,7 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
         ..TurnConfig::default()
     };
     let config = AgentConfig { turn, ..AgentConfig::default() };
+    let gaps = metrics.playout_gap.clone();
     let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("bench"));
@@ -247,6 +248,12 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
     let sum = |k: &str| reports.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
     let (prompt, cached) = (sum("llm_prompt_tokens"), sum("llm_cached_tokens"));
     println!("LLM prompt tokens: {prompt}, {cached} from the prefix cache ({:.0} %)", 100.0 * cached as f64 / prompt.max(1) as f64);
+    println!(
+        "playout gaps (the reply's next audio not ready when the previous ran out): {} gaps, {:.0} ms in all",
+        gaps.get_sample_count(),
+        gaps.get_sample_sum() * 1e3
+    );
+    summary.insert("playout_gaps".into(), json!({"count": gaps.get_sample_count(), "total_ms": gaps.get_sample_sum() * 1e3}));
     println!("turns: {}, agent peak RSS {:.0} MB (this process: VAD, loop, clients)", reports.len(), common::rss_mb("VmHWM:"));
     if let Some(p) = &a.json {
         std::fs::write(

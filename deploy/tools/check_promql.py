@@ -35,7 +35,7 @@ OWN = {
 # Not exported yet: the contract for the services still to land (alerts stay silent until then).
 CONTRACT = {
     "agent": {"voice_to_voice_seconds", "stage_seconds", "turns_total", "interruptions_total", "barge_in_flush_seconds",
-              "backend_errors_total", "conversations", "room_reconnects_total"},
+              "backend_errors_total", "conversations", "room_reconnects_total", "playout_gap_seconds"},
 }
 CONTRACT_ALL = {"gpu_memory_used_bytes", "gpu_memory_budget_bytes"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -12,6 +12,7 @@
 
 pub mod blas;
 pub mod gemv;
+pub mod int8;
 pub mod math;
 pub mod quant;
 

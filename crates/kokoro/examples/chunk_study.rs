@@ -1,16 +1,22 @@
 //! Measure streaming inside a piece: for the golden cases, chunked synthesis vs the whole pass
 //! (log-mel distance, largest sample difference, step at the joins) and time to the first chunk,
-//! for several chunk sizes and margins. Used to choose voice-tts's defaults.
+//! for several chunk sizes and margins, and the gaps a real-time listener would hear. Used to
+//! choose voice-tts's defaults. Without configurations: how much the one-pass rendering itself
+//! moves when the generator sees only part of the piece.
 //!
-//!     cargo run --release -p voice-kokoro --example chunk_study -- ~/.cache/voice-ai/models/kokoro-82m
+//!     cargo run --release -p voice-kokoro --example chunk_study -- ~/.cache/voice-ai/models/kokoro-82m 16,128,10 8,64,10
+//!     (first chunk frames, largest chunk frames, margin half-frames)
 use std::time::Instant;
 
 use candle_core::Device;
-use voice_kokoro::{eval::log_mel_distance_db, voices::Voices, Chunking, Kokoro, Weights, SAMPLES_PER_FRAME};
+use voice_kokoro::{eval::log_mel_distance_db, voices::Voices, Chunking, Kokoro, Weights};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("model dir"));
-    let model = Kokoro::new(&Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu)?, &Device::Cpu)?;
+    let weights = Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu)?;
+    let model = Kokoro::new(&weights, &Device::Cpu)?;
+    let reference = Kokoro::with_precision(&weights, &Device::Cpu, voice_kokoro::Precision::F32)?;
+    println!("generator arithmetic: {:?}", model.precision());
     let voices = Voices::load_dir(&dir.join("voices"))?;
     let golden: serde_json::Value =
         serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.json"))?)?;
@@ -36,6 +42,13 @@ fn main() -> anyhow::Result<()> {
             "{}: {} frames (lead {}), prepare {:.0} ms (prosody {:.0}, decoder {:.0}), generator whole {:.0} ms",
             case["name"], p.frames(), p.durations[0], prep_ms, p.stage_ms[0], p.stage_ms[1], whole_ms
         );
+        if model.precision() != reference.precision() {
+            let t = Instant::now();
+            let rp = reference.prepare(&ids, style, speed, Some(&p.durations))?;
+            let f32_audio = reference.generate(&rp)?;
+            println!("  f32 prepare {:.0} ms", rp.stage_ms[0] + rp.stage_ms[1]);
+            println!("  f32 generator {:.0} ms; int8 vs f32: log-mel {:.2} dB", t.elapsed().as_secs_f64() * 1e3, log_mel_distance_db(&whole, &f32_audio, 24_000));
+        }
         if configs.is_empty() {
             spans_study(&model, &p, &whole)?;
         }
@@ -44,9 +57,21 @@ fn main() -> anyhow::Result<()> {
             let mut out = Vec::new();
             let mut joins = Vec::new();
             let mut first_ms = None;
+            // Playback from the first chunk on, in real time, leading silence skipped (as the
+            // agent does): how long the listener waits for audio after the first chunk.
+            let (mut play_end, mut gap_ms) = (0f64, 0f64);
+            let lead_ms = p.durations[0] as f64 * 25.0;
             let t = Instant::now();
             model.synthesize_chunks(&p, &c, |chunk| {
-                first_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
+                let now = t.elapsed().as_secs_f64() * 1e3;
+                let dur = chunk.len() as f64 / 24.0;
+                if first_ms.is_none() {
+                    first_ms = Some(now);
+                    play_end = now + dur - lead_ms;
+                } else {
+                    gap_ms += (now - play_end).max(0.0);
+                    play_end = play_end.max(now) + dur;
+                }
                 if !out.is_empty() {
                     joins.push(out.len());
                 }
@@ -66,20 +91,21 @@ fn main() -> anyhow::Result<()> {
             // Step of the error signal at each join, relative to the peak.
             let step = joins.iter().map(|&j| ((out[j] - whole[j]) - (out[j - 1] - whole[j - 1])).abs()).fold(0f32, f32::max);
             println!(
-                "  first {first:>2} max {max:>3} margin {margin:>2}: {} chunks, first chunk {:.0} ms, all {:.0} ms, log-mel {d:.2} dB, max diff {:.3} of peak, join step {:.4} of peak",
+                "  first {first:>2} max {max:>3} margin {margin:>2}: {} chunks, first chunk {:.0} ms, gaps {:.0} ms, all {:.0} ms, log-mel {d:.2} dB, max diff {:.3} of peak, join step {:.4} of peak",
                 joins.len() + 1,
                 first_ms.unwrap_or(0.0),
+                gap_ms,
                 total_ms,
                 maxdiff / peak,
                 step / peak
             );
         }
-        let _ = SAMPLES_PER_FRAME;
     }
     Ok(())
 }
 
-#[allow(dead_code)]
+/// The one-pass rendering vs the generator over part of the piece, compared away from the cut
+/// edges (20 half-frames): the cost of instance norms that see less than the piece.
 pub fn spans_study(model: &Kokoro, p: &voice_kokoro::Prepared, whole: &[f32]) -> anyhow::Result<()> {
     let h = 2 * p.frames();
     for (lo, hi) in [(0, h - 20), (0, h / 2), (0, h / 4), (20, h), (h / 2, h), (h / 4, h / 2)] {

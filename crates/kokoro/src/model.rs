@@ -143,6 +143,15 @@ struct AdainResBlk {
 }
 
 impl AdainResBlk {
+    fn quantize(&mut self) -> Result<()> {
+        self.conv1.quantize()?;
+        self.conv2.quantize()?;
+        if let Some(c) = &mut self.conv1x1 {
+            c.quantize()?;
+        }
+        Ok(())
+    }
+
     fn load(ws: &Weights, name: &str, dim_in: usize, dim_out: usize, upsample: bool) -> Result<Self> {
         Ok(Self {
             norm1: AdaIn::load(ws, &format!("{name}.norm1"), STYLE, dim_in)?,
@@ -192,6 +201,14 @@ struct SnakeLayer {
 }
 
 impl AdaInResBlock1 {
+    fn quantize(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            l.conv1.quantize()?;
+            l.conv2.quantize()?;
+        }
+        Ok(())
+    }
+
     fn load(ws: &Weights, name: &str, c: usize, k: usize) -> Result<Self> {
         let mut layers = Vec::new();
         for (j, d) in [1usize, 3, 5].into_iter().enumerate() {
@@ -323,6 +340,17 @@ struct Generator {
 }
 
 impl Generator {
+    /// int8 weights for the residual blocks' convolutions, which run at 20 and 120 steps per
+    /// frame (most of the work). The transposed upsampling convolutions, the source's and
+    /// conv_post stay f32, as in the int8 export: conv_post's output goes through exp (the
+    /// magnitudes) and sin (the phases), and quantizing it doubles the distance to f32.
+    fn quantize(&mut self) -> Result<()> {
+        for b in self.noise_res.iter_mut().chain(self.resblocks.iter_mut()) {
+            b.quantize()?;
+        }
+        Ok(())
+    }
+
     fn load(ws: &Weights) -> Result<Self> {
         let g = "decoder.generator";
         let lw = ws.get(&format!("{g}.m_source.l_linear.weight"), &[1, 9])?.flatten_all()?.to_vec1::<f32>()?;
@@ -588,18 +616,53 @@ pub struct Kokoro {
     text_encoder: TextEncoder,
     decoder: Decoder,
     pub device: Device,
+    precision: Precision,
+}
+
+/// Arithmetic of the generator's convolutions on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 through BLAS: the reference, and every device but a CPU with AVX-512 VNNI.
+    F32,
+    /// int8 weights and activations, int32 accumulation (`voice_kernels::int8`).
+    Int8,
 }
 
 impl Kokoro {
+    /// int8 where the CPU has AVX-512 VNNI, f32 elsewhere.
     pub fn new(ws: &Weights, device: &Device) -> Result<Self> {
+        Self::with_precision(ws, device, Precision::Int8)
+    }
+
+    /// `Int8` falls back to f32 where the int8 kernels cannot run ([`Kokoro::precision`] says
+    /// what was chosen).
+    pub fn with_precision(ws: &Weights, device: &Device, precision: Precision) -> Result<Self> {
+        let mut decoder = Decoder::load(ws)?;
+        let int8 = precision == Precision::Int8 && device.is_cpu() && voice_kernels::int8::available();
+        if int8 {
+            // The generator and the decoder (the decoder's input is a concatenation of unlike
+            // features, one activation scale for all, but it measured fine: 0.45-0.67 dB from
+            // f32 for both together). The prosody predictor stays f32: quantizing its F0 and
+            // energy blocks too added 0.2-0.3 dB for 10 % of the time.
+            decoder.generator.quantize()?;
+            for b in std::iter::once(&mut decoder.encode).chain(&mut decoder.decode) {
+                b.quantize()?;
+            }
+        }
         Ok(Self {
             bert: Albert::load(ws)?,
             bert_encoder: Linear::load(ws, "bert_encoder", HIDDEN, ALBERT_HIDDEN)?,
             predictor: Predictor::load(ws)?,
             text_encoder: TextEncoder::load(ws)?,
-            decoder: Decoder::load(ws)?,
+            decoder,
             device: device.clone(),
+            precision: if int8 { Precision::Int8 } else { Precision::F32 },
         })
+    }
+
+    /// The generator's arithmetic in use.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Token ids including the leading and trailing pad (0), a style vector (256: decoder half
@@ -665,7 +728,9 @@ impl Kokoro {
         Ok(Prepared { x, sources, s_dec, durations, f0: f0_host, stage_ms: [ms(t_prosody), ms(start.elapsed() - t_prosody)] })
     }
 
-    /// Debug: the generator over half-frames `span` alone.
+    /// The generator over the half-frames (300 samples) `span` alone, edges included: for
+    /// studying how the rendering depends on what the generator sees (examples/chunk_study.rs).
+    /// Streaming goes through [`Kokoro::synthesize_chunks`], which trims the edges.
     pub fn generate_span(&self, p: &Prepared, span: std::ops::Range<usize>) -> Result<Vec<f32>> {
         self.decoder.generator.forward_span(&p.x, &p.sources, &p.s_dec, span)
     }
@@ -760,10 +825,11 @@ pub struct Chunking {
 impl Chunking {
     /// The whole piece in one pass.
     pub const WHOLE: Chunking = Chunking { first_frames: 0, max_frames: 0, margin: 0 };
-    /// voice-tts's default (chosen with `examples/chunk_study.rs`, benches/README.md): 200 ms
-    /// of speech in the first chunk, chunks doubling to 1.6 s, 125 ms of margin (more than the
-    /// generator's receptive field, about 9 half-frames).
-    pub const STREAM: Chunking = Chunking { first_frames: 8, max_frames: 64, margin: 10 };
+    /// voice-tts's default, chosen with `examples/chunk_study.rs` (benches/README.md): 400 ms
+    /// of speech in the first chunk (8 frames left gaps of 30-110 ms in playback after the
+    /// first chunk on these 2 cores; 16 left none in 8 of 9 cases), chunks doubling to 3.2 s,
+    /// 125 ms of margin (more than the generator's receptive field, about 9 half-frames).
+    pub const STREAM: Chunking = Chunking { first_frames: 16, max_frames: 128, margin: 10 };
 
     /// The chunks' frame ranges for a piece of `frames` whose first `lead` frames are the
     /// leading pad token's (silence): the first chunk holds the lead and `first_frames` of

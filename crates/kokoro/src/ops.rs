@@ -31,6 +31,8 @@ pub struct Conv1d {
     pub stride: usize,
     pub padding: usize,
     pub dilation: usize,
+    /// The int8 form ([`Conv1d::quantize`]), used on the CPU when it has VNNI.
+    int8: Option<std::sync::Arc<(voice_kernels::int8::QuantConv1d, Option<Vec<f32>>)>>,
 }
 
 impl Conv1d {
@@ -48,11 +50,46 @@ impl Conv1d {
     ) -> anyhow::Result<Self> {
         let w = ws.get(&format!("{name}.weight"), &[c_out, c_in, k])?;
         let b = if bias { Some(ws.get(&format!("{name}.bias"), &[c_out])?) } else { None };
-        Ok(Self { w, b, stride, padding, dilation })
+        Ok(Self { w, b, stride, padding, dilation, int8: None })
+    }
+
+    /// Replace the f32 weights by an int8 form for [`voice_kernels::int8::conv1d`] (stride-1
+    /// layers on a CPU with AVX-512 VNNI; elsewhere this does nothing and f32 stays). The f32
+    /// weights are dropped, so the model's memory shrinks instead of holding both.
+    pub fn quantize(&mut self) -> anyhow::Result<()> {
+        if self.stride != 1 || !self.w.device().is_cpu() || self.w.dtype() != DType::F32 || !voice_kernels::int8::available() {
+            return Ok(());
+        }
+        let (c_out, c_in, ks) = self.w.dims3()?;
+        let q = voice_kernels::int8::QuantConv1d::from_f32(&self.w.flatten_all()?.to_vec1::<f32>()?, c_out, c_in, ks);
+        let b = match &self.b {
+            Some(b) => Some(b.to_vec1::<f32>()?),
+            None => None,
+        };
+        self.int8 = Some(std::sync::Arc::new((q, b)));
+        self.w = Tensor::zeros(0, DType::F32, &Device::Cpu)?;
+        Ok(())
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        voice_kernels::conv1d_dilated(x, &self.w, self.b.as_ref(), self.stride, self.padding, self.dilation)
+        let Some(q) = &self.int8 else {
+            return voice_kernels::conv1d_dilated(x, &self.w, self.b.as_ref(), self.stride, self.padding, self.dilation);
+        };
+        let (b, c_in, t_in) = x.dims3()?;
+        let (qc, bias) = (&q.0, q.1.as_deref());
+        if c_in != qc.c_in || !x.device().is_cpu() {
+            candle_core::bail!("int8 conv1d: input ({b}, {c_in}, {t_in}) on {:?} for weights ({}, {}, {}) on the CPU", x.device(), qc.c_out, qc.c_in, qc.ks);
+        }
+        let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = Vec::new();
+        for item in xv.chunks(c_in * t_in) {
+            match voice_kernels::int8::conv1d(item, t_in, qc, bias, self.padding, self.dilation) {
+                Some(y) => out.extend(y),
+                None => candle_core::bail!("conv1d: input of {t_in} samples is shorter than the kernel span {}", self.dilation * (qc.ks - 1) + 1),
+            }
+        }
+        let t_out = out.len() / (b * qc.c_out).max(1);
+        Tensor::from_vec(out, (b, qc.c_out, t_out), x.device())
     }
 }
 

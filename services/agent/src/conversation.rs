@@ -61,6 +61,8 @@ const LEAD_KEEP_MS: u32 = 20;
 /// Input samples per step of the TTS audio's resampler: 256 at 24 kHz holds back at most
 /// ~11 ms of a chunk until the next one (or the piece's end) arrives.
 const RESAMPLER_BLOCK: usize = 256;
+/// Lateness of a frame not counted as a playout gap (task scheduling, timer granularity).
+const PLAYOUT_JITTER: Duration = Duration::from_millis(5);
 
 /// Data message topics (the frontend's contract).
 pub const TOPIC_STATE: &str = "agent.state";
@@ -884,12 +886,14 @@ impl ReplyJob {
         let keep = (self.out.queue_ms() as usize / 10).max(1);
         let mut first = true;
         let mut closed = false;
+        let mut heard_until: Option<Instant> = None;
         loop {
             if *pause.borrow_and_update() {
                 for f in recent.drain(..).rev() {
                     pending.push_front(f);
                 }
                 unpaused(&mut pause).await;
+                heard_until = None;
             }
             let frame = match pending.pop_front() {
                 Some(f) => f,
@@ -904,6 +908,15 @@ impl ReplyJob {
                     _ = pause.changed() => continue,
                 },
             };
+            // The listener hears the frames back to back from the first on; a frame that comes
+            // after the audio before it has run out is a stall they hear.
+            let ready = Instant::now();
+            if let Some(until) = heard_until {
+                if ready > until + PLAYOUT_JITTER {
+                    self.shared.metrics.playout_gap.observe((ready - until).as_secs_f64());
+                }
+            }
+            heard_until = Some(heard_until.map_or(ready, |u| u.max(ready)) + Duration::from_millis(10));
             self.out.push_frame(frame.1.clone()).await.map_err(|e| format!("publishing audio: {e}"))?;
             if *pause.borrow() {
                 // Paused while we waited for room: this frame went into a flushed queue.

@@ -99,6 +99,9 @@ pub struct AgentMetrics {
     pub conversations: Gauge,
     pub barge_in_flush: Histogram,
     pub reconnects: IntCounter,
+    /// Silences inside a reply that was still being made: the listener heard the agent stall
+    /// (speech made slower than it plays, e.g. a streamed chunk late).
+    pub playout_gap: Histogram,
 }
 
 impl AgentMetrics {
@@ -123,6 +126,11 @@ impl AgentMetrics {
                 &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1],
             )?,
             reconnects: m.new_counter("room_reconnects_total", "Times the agent rejoined a room after losing it")?,
+            playout_gap: m.new_histogram(
+                "playout_gap_seconds",
+                "A silence inside a reply because its next audio was not ready when the previous ran out",
+                &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
+            )?,
         })
     }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use voice_g2p::{G2p, Variant};
-use voice_kokoro::{voices::Voices, Kokoro, Weights};
+use voice_kokoro::{voices::Voices, Kokoro, Precision, Weights};
 use voice_models::Fetcher;
 use voice_runtime::{
     device::{load_with_fallback, select_device},
@@ -67,6 +67,12 @@ pub struct TtsArgs {
     #[arg(long, default_value_t = voice_kokoro::Chunking::STREAM.max_frames)]
     pub max_chunk_frames: usize,
 
+    /// The decoder's and generator's convolutions on the CPU: int8 (AVX-512 VNNI kernels, about
+    /// 1.7x faster, 0.45-0.67 dB of log-mel from f32; f32 where the CPU lacks VNNI) or f32 (the
+    /// reference).
+    #[arg(long, default_value = "int8", value_parser = parse_precision)]
+    pub precision: Precision,
+
     /// espeak-ng program for out-of-lexicon words.
     #[arg(long, default_value = "espeak-ng")]
     pub espeak: String,
@@ -102,8 +108,18 @@ fn load_weights(dir: &std::path::Path, device: &candle_core::Device) -> Result<W
     bail!("{} has neither model.onnx nor kokoro-v1_0.pth / .safetensors", dir.display())
 }
 
-fn load_model(dir: &std::path::Path, device: &candle_core::Device) -> Result<Kokoro> {
-    Kokoro::new(&load_weights(dir, device)?, device)
+fn load_model(dir: &std::path::Path, device: &candle_core::Device, precision: Precision) -> Result<Kokoro> {
+    let m = Kokoro::with_precision(&load_weights(dir, device)?, device, precision)?;
+    tracing::info!(device = ?device, precision = ?m.precision(), "Kokoro loaded");
+    Ok(m)
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "int8" => Ok(Precision::Int8),
+        "f32" => Ok(Precision::F32),
+        other => Err(format!("`{other}`: int8 or f32")),
+    }
 }
 
 fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
@@ -133,10 +149,11 @@ fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
     // f32 weights (~330 MB) plus activations of a 510-token piece.
     let estimate = 1_200_000_000;
     let chosen = select_device(sa.device);
-    let (model, device) = load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| load_model(&dir, d))?;
+    let (model, device) = load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| load_model(&dir, d, args.precision))?;
     tracing::info!(model = %id, voices = voices.len(), default_voice = %args.voice, "text-to-speech model ready");
     let cpu_dir = dir.clone();
-    let slot = ModelSlot::new(model, device, state.ctx.device_state.clone(), move |d| load_model(&cpu_dir, d));
+    let precision = args.precision;
+    let slot = ModelSlot::new(model, device, state.ctx.device_state.clone(), move |d| load_model(&cpu_dir, d, precision));
     Ok(engine::TtsEngine {
         model_id: id,
         slot,

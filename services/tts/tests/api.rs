@@ -189,7 +189,7 @@ fn grpc_streams_pieces_in_order_and_can_be_cancelled() {
         }
         let last = chunks.pop().unwrap();
         assert!(last.done && last.pcm.is_empty());
-        // One piece per sentence, each streamed in chunks (the first after ~200 ms of speech):
+        // One piece per sentence, each streamed in chunks (the first after ~400 ms of speech):
         // messages numbered in order, pieces in order, the piece's text on its first chunk.
         assert!(chunks.len() >= 4, "{} chunks for two pieces: not streamed inside a piece", chunks.len());
         let mut bytes_per_piece = [0usize; 2];

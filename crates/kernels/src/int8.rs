@@ -1,0 +1,271 @@
+//! int8 convolutions on the CPU with AVX-512 VNNI: what onnxruntime's `ConvInteger` does for
+//! the Kokoro export, and the reason it outran our f32 path.
+//!
+//! Weights are quantized once, symmetric int8 per output channel (from f32 weights, so both
+//! weight sources work; for the registry export they were int8 already and re-round onto a
+//! per-channel grid at least as fine as the export's per-tensor one). Activations are quantized
+//! per call, asymmetric uint8 over the whole input (onnxruntime's `DynamicQuantizeLinear`), the
+//! convolution's zero padding being the zero point. The products accumulate exactly in int32
+//! (`vpdpbusd`: four u8 x s8 products per 32-bit lane) and are scaled back to f32 with the
+//! bias: `y = sx * sw[m] * (acc - zx * sum(wq[m])) + b[m]`.
+//!
+//! Layout: the input is packed as `[c_in / 4][t][4]` bytes so that one 64-byte load holds four
+//! channels of 16 consecutive time steps, which is what `vpdpbusd` multiplies against four
+//! weights broadcast to every lane; a tap's time shift is then just an offset. f32 stays the
+//! reference path and the path of every CPU without VNNI.
+
+use rayon::prelude::*;
+
+/// Output rows per register block.
+const MR: usize = 8;
+/// 16-column vectors per register block (48 columns): 24 accumulators + 3 inputs + 1 weight.
+const NR: usize = 3;
+const NB: usize = 16 * NR;
+
+/// Is the int8 path available on this CPU (AVX-512 F + BW + VNNI)?
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A stride-1 `Conv1d` weight (c_out, c_in, k) quantized for [`conv1d`].
+#[derive(Debug, Clone)]
+pub struct QuantConv1d {
+    pub c_out: usize,
+    pub c_in: usize,
+    pub ks: usize,
+    groups: usize,
+    /// `[tap][row block][group][row in block]`: four int8 weights (input channels 4g..4g+4)
+    /// as one i32, rows padded to a multiple of MR with zeros.
+    packed: Vec<i32>,
+    /// Per output channel: weight scale, and the sum of its int8 weights.
+    scale: Vec<f32>,
+    row_sum: Vec<i32>,
+}
+
+impl QuantConv1d {
+    /// From f32 weights laid out (c_out, c_in, k), as PyTorch's.
+    pub fn from_f32(w: &[f32], c_out: usize, c_in: usize, ks: usize) -> Self {
+        assert_eq!(w.len(), c_out * c_in * ks, "conv weight of {} values for ({c_out}, {c_in}, {ks})", w.len());
+        let groups = c_in.div_ceil(4);
+        let blocks = c_out.div_ceil(MR);
+        let mut packed = vec![0i32; ks * blocks * groups * MR];
+        let mut scale = vec![0f32; c_out];
+        let mut row_sum = vec![0i32; c_out];
+        for m in 0..c_out {
+            let row = &w[m * c_in * ks..(m + 1) * c_in * ks];
+            let max = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            scale[m] = s;
+            let (mb, r) = (m / MR, m % MR);
+            for k in 0..ks {
+                for g in 0..groups {
+                    let mut bytes = [0u8; 4];
+                    for (j, b) in bytes.iter_mut().enumerate() {
+                        let ci = 4 * g + j;
+                        if ci < c_in {
+                            let q = (row[ci * ks + k] / s).round().clamp(-127.0, 127.0) as i8;
+                            row_sum[m] += q as i32;
+                            *b = q as u8;
+                        }
+                    }
+                    packed[((k * blocks + mb) * groups + g) * MR + r] = i32::from_le_bytes(bytes);
+                }
+            }
+        }
+        Self { c_out, c_in, ks, groups, packed, scale, row_sum }
+    }
+
+    /// The weights as the int8 path sees them, back in f32 (c_out, c_in, k): for tests.
+    pub fn dequantized(&self) -> Vec<f32> {
+        let blocks = self.c_out.div_ceil(MR);
+        let mut w = vec![0f32; self.c_out * self.c_in * self.ks];
+        for m in 0..self.c_out {
+            for k in 0..self.ks {
+                for ci in 0..self.c_in {
+                    let v = self.packed[((k * blocks + m / MR) * self.groups + ci / 4) * MR + m % MR];
+                    let q = v.to_le_bytes()[ci % 4] as i8;
+                    w[(m * self.c_in + ci) * self.ks + k] = q as f32 * self.scale[m];
+                }
+            }
+        }
+        w
+    }
+}
+
+/// Asymmetric uint8 quantization of a whole tensor, zero exactly representable.
+fn activation_params(x: &[f32]) -> (f32, u8) {
+    let (lo, hi) = x.iter().fold((0f32, 0f32), |(l, h), &v| if v.is_finite() { (l.min(v), h.max(v)) } else { (l, h) });
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero)
+}
+
+/// x (c_in, t_in) row-major -> (c_out, t_out), stride 1, zero padding `padding` on both sides,
+/// taps `dilation` apart. None when the CPU lacks VNNI (the caller takes the f32 path).
+pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, padding: usize, dilation: usize) -> Option<Vec<f32>> {
+    if !available() {
+        return None;
+    }
+    assert_eq!(x.len(), q.c_in * t_in, "conv input of {} values for ({}, {t_in})", x.len(), q.c_in);
+    let span = dilation * (q.ks - 1) + 1;
+    let t_padded = t_in + 2 * padding;
+    if t_padded < span {
+        return None; // the f32 path reports it
+    }
+    let t_out = t_padded - span + 1;
+    let t_out_blocks = t_out.div_ceil(NB) * NB;
+    // Packed input: every column a block may read, with the zero point outside the signal.
+    let t_pack = t_out_blocks + span - 1;
+    let (sx, zx) = activation_params(x);
+    let inv = 1.0 / sx;
+    let mut xp = vec![zx; q.groups * t_pack * 4];
+    xp.par_chunks_mut(t_pack * 4).enumerate().for_each(|(g, dst)| {
+        for j in 0..4 {
+            let ci = 4 * g + j;
+            if ci >= q.c_in {
+                continue;
+            }
+            let src = &x[ci * t_in..(ci + 1) * t_in];
+            for (t, &v) in src.iter().enumerate() {
+                let qv = (v * inv).round() + zx as f32;
+                dst[(t + padding) * 4 + j] = qv.clamp(0.0, 255.0) as u8;
+            }
+        }
+    });
+    let blocks = q.c_out.div_ceil(MR);
+    let mut out = vec![0f32; q.c_out * t_out];
+    out.par_chunks_mut(MR * t_out).enumerate().for_each(|(mb, rows)| {
+        let mut acc = vec![0i32; MR * NB];
+        for n0 in (0..t_out).step_by(NB) {
+            // Safety: the target features were checked by `available`; the kernel reads xp at
+            // (g, n0 + k * dilation + [0, NB)) with n0 + NB <= t_out_blocks and
+            // k * dilation <= span - 1, so within t_pack, and packed within its length.
+            unsafe { kernel(&xp, t_pack, &q.packed, q.groups, blocks, mb, q.ks, dilation, n0, &mut acc) };
+            let rows_here = rows.len() / t_out;
+            for r in 0..rows_here {
+                let m = mb * MR + r;
+                let s = sx * q.scale[m];
+                let offset = zx as i32 * q.row_sum[m];
+                let b = bias.map_or(0.0, |b| b[m]);
+                let n1 = (n0 + NB).min(t_out);
+                for (n, y) in (n0..n1).zip(&mut rows[r * t_out + n0..r * t_out + n1]) {
+                    *y = s * (acc[r * NB + n - n0] - offset) as f32 + b;
+                }
+            }
+        }
+    });
+    Some(out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    xp: &[u8],
+    t_pack: usize,
+    packed: &[i32],
+    groups: usize,
+    blocks: usize,
+    mb: usize,
+    ks: usize,
+    dilation: usize,
+    n0: usize,
+    acc_out: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_si512(); NR]; MR];
+    for k in 0..ks {
+        let off = n0 + k * dilation;
+        let wk = &packed[(k * blocks + mb) * groups * MR..(k * blocks + mb + 1) * groups * MR];
+        for g in 0..groups {
+            let base = xp.as_ptr().add((g * t_pack + off) * 4);
+            let xs = [
+                _mm512_loadu_si512(base as *const _),
+                _mm512_loadu_si512(base.add(64) as *const _),
+                _mm512_loadu_si512(base.add(128) as *const _),
+            ];
+            let w = wk.as_ptr().add(g * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_epi32(*w.add(r));
+                for (a, xv) in row.iter_mut().zip(&xs) {
+                    *a = _mm512_dpbusd_epi32(*a, *xv, wv);
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, a) in row.iter().enumerate() {
+            _mm512_storeu_si512(acc_out.as_mut_ptr().add(r * NB + j * 16) as *mut _, *a);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(_: &[u8], _: usize, _: &[i32], _: usize, _: usize, _: usize, _: usize, _: usize, _: usize, _: &mut [i32]) {
+    unreachable!("int8 kernel without x86_64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The int8 convolution against a plain f32 one on the same quantized weights and on the
+    /// same quantized input: the integer products must be exact, so the only difference left is
+    /// the input's rounding (bounded by half a step times the weights' L1 norm).
+    #[test]
+    fn int8_conv_matches_the_f32_conv_of_its_quantized_operands() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU: int8 path not tested");
+            return;
+        }
+        for &(c_in, c_out, ks, pad, dil, t) in &[(128, 128, 11, 25, 5, 301), (256, 256, 3, 1, 1, 97), (128, 22, 7, 3, 1, 50), (6, 9, 3, 1, 1, 5)] {
+            let x: Vec<f32> = (0..c_in * t).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * if i % 13 == 0 { 3.0 } else { 1.0 }).collect();
+            let w: Vec<f32> = (0..c_out * c_in * ks).map(|i| ((i * 104729 % 997) as f32 / 498.5 - 1.0) * 0.05).collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| i as f32 * 0.01).collect();
+            let q = QuantConv1d::from_f32(&w, c_out, c_in, ks);
+            let got = conv1d(&x, t, &q, Some(&bias), pad, dil).unwrap();
+            let wq = q.dequantized();
+            let (sx, zx) = activation_params(&x);
+            let xq: Vec<f32> = x.iter().map(|&v| (((v / sx).round() + zx as f32).clamp(0.0, 255.0) - zx as f32) * sx).collect();
+            let t_out = t + 2 * pad - dil * (ks - 1);
+            assert_eq!(got.len(), c_out * t_out);
+            for m in 0..c_out {
+                for n in 0..t_out {
+                    let mut want = bias[m] as f64;
+                    for ci in 0..c_in {
+                        for k in 0..ks {
+                            let pos = n as isize + (k * dil) as isize - pad as isize;
+                            if pos >= 0 && (pos as usize) < t {
+                                want += wq[(m * c_in + ci) * ks + k] as f64 * xq[ci * t + pos as usize] as f64;
+                            }
+                        }
+                    }
+                    let g = got[m * t_out + n] as f64;
+                    assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "({c_in},{c_out},{ks}) row {m} col {n}: {g} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weights_round_trip_within_half_a_step() {
+        let w: Vec<f32> = (0..4 * 5 * 3).map(|i| (i as f32 - 30.0) * 0.013).collect();
+        let q = QuantConv1d::from_f32(&w, 4, 5, 3);
+        for (m, row) in w.chunks(15).enumerate() {
+            let step = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            for (a, b) in row.iter().zip(&q.dequantized()[m * 15..(m + 1) * 15]) {
+                assert!((a - b).abs() <= step / 2.0 + 1e-7);
+            }
+        }
+    }
+}
