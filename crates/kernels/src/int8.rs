@@ -126,20 +126,15 @@ pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, pad
     // Packed input: every column a block may read, with the zero point outside the signal.
     let t_pack = t_out_blocks + span - 1;
     let (sx, zx) = activation_params(x);
-    let inv = 1.0 / sx;
     let mut xp = vec![zx; q.groups * t_pack * 4];
     xp.par_chunks_mut(t_pack * 4).enumerate().for_each(|(g, dst)| {
-        for j in 0..4 {
+        let rows: [Option<&[f32]>; 4] = std::array::from_fn(|j| {
             let ci = 4 * g + j;
-            if ci >= q.c_in {
-                continue;
-            }
-            let src = &x[ci * t_in..(ci + 1) * t_in];
-            for (t, &v) in src.iter().enumerate() {
-                let qv = (v * inv).round() + zx as f32;
-                dst[(t + padding) * 4 + j] = qv.clamp(0.0, 255.0) as u8;
-            }
-        }
+            (ci < q.c_in).then(|| &x[ci * t_in..(ci + 1) * t_in])
+        });
+        // Safety: target features checked by `available`; dst holds t_pack >= t_in + padding
+        // time steps of 4 bytes.
+        unsafe { pack_group(rows, t_in, &mut dst[padding * 4..], 1.0 / sx, zx) };
     });
     let blocks = q.c_out.div_ceil(MR);
     let mut out = vec![0f32; q.c_out * t_out];
@@ -151,15 +146,20 @@ pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, pad
             // k * dilation <= span - 1, so within t_pack, and packed within its length.
             unsafe { kernel(&xp, t_pack, &q.packed, q.groups, blocks, mb, q.ks, dilation, n0, &mut acc) };
             let rows_here = rows.len() / t_out;
+            let n1 = (n0 + NB).min(t_out);
             for r in 0..rows_here {
                 let m = mb * MR + r;
-                let s = sx * q.scale[m];
-                let offset = zx as i32 * q.row_sum[m];
                 let b = bias.map_or(0.0, |b| b[m]);
-                let n1 = (n0 + NB).min(t_out);
-                for (n, y) in (n0..n1).zip(&mut rows[r * t_out + n0..r * t_out + n1]) {
-                    *y = s * (acc[r * NB + n - n0] - offset) as f32 + b;
-                }
+                // Safety: as above.
+                unsafe {
+                    dequantize_row(
+                        &acc[r * NB..r * NB + n1 - n0],
+                        &mut rows[r * t_out + n0..r * t_out + n1],
+                        sx * q.scale[m],
+                        zx as i32 * q.row_sum[m],
+                        b,
+                    )
+                };
             }
         }
     });
@@ -188,11 +188,8 @@ unsafe fn kernel(
         let wk = &packed[(k * blocks + mb) * groups * MR..(k * blocks + mb + 1) * groups * MR];
         for g in 0..groups {
             let base = xp.as_ptr().add((g * t_pack + off) * 4);
-            let xs = [
-                _mm512_loadu_si512(base as *const _),
-                _mm512_loadu_si512(base.add(64) as *const _),
-                _mm512_loadu_si512(base.add(128) as *const _),
-            ];
+            let xs =
+                [_mm512_loadu_si512(base as *const _), _mm512_loadu_si512(base.add(64) as *const _), _mm512_loadu_si512(base.add(128) as *const _)];
             let w = wk.as_ptr().add(g * MR);
             for (r, row) in acc.iter_mut().enumerate() {
                 let wv = _mm512_set1_epi32(*w.add(r));
@@ -207,6 +204,53 @@ unsafe fn kernel(
             _mm512_storeu_si512(acc_out.as_mut_ptr().add(r * NB + j * 16) as *mut _, *a);
         }
     }
+}
+
+/// Quantize four channels (None: a padding channel, all zero point) of `t` steps into the
+/// packed `[t][4]` layout: one 32-bit lane per time step, channel j in byte j.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn pack_group(rows: [Option<&[f32]>; 4], t: usize, dst: &mut [u8], inv: f32, zx: u8) {
+    use std::arch::x86_64::*;
+    assert!(dst.len() >= t * 4);
+    let (vinv, vzx, lo, hi) = (_mm512_set1_ps(inv), _mm512_set1_ps(zx as f32), _mm512_setzero_si512(), _mm512_set1_epi32(255));
+    let pad = _mm512_set1_epi32(zx as i32);
+    for t0 in (0..t).step_by(16) {
+        let n = (t - t0).min(16);
+        let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+        let mut word = _mm512_setzero_si512();
+        for (j, row) in rows.iter().enumerate() {
+            let q = match row {
+                // Round to nearest (even) in the conversion, then clamp to a byte.
+                Some(r) => {
+                    let v = _mm512_maskz_loadu_ps(mask, r.as_ptr().add(t0));
+                    _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_fmadd_ps(v, vinv, vzx)), lo), hi)
+                }
+                None => pad,
+            };
+            word = _mm512_or_si512(word, _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * j as i32)));
+        }
+        _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(t0 * 4) as *mut i32, mask, word);
+    }
+}
+
+/// `out[n] = s * (acc[n] - offset) + b`, vectorised.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dequantize_row(acc: &[i32], out: &mut [f32], s: f32, offset: i32, b: f32) {
+    for (y, &a) in out.iter_mut().zip(acc) {
+        *y = s * (a - offset) as f32 + b;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pack_group(_: [Option<&[f32]>; 4], _: usize, _: &mut [u8], _: f32, _: u8) {
+    unreachable!("int8 kernel without x86_64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dequantize_row(_: &[i32], _: &mut [f32], _: f32, _: i32, _: f32) {
+    unreachable!("int8 kernel without x86_64")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -236,7 +280,7 @@ mod tests {
             let got = conv1d(&x, t, &q, Some(&bias), pad, dil).unwrap();
             let wq = q.dequantized();
             let (sx, zx) = activation_params(&x);
-            let xq: Vec<f32> = x.iter().map(|&v| (((v / sx).round() + zx as f32).clamp(0.0, 255.0) - zx as f32) * sx).collect();
+            let xq: Vec<f32> = x.iter().map(|&v| (v.mul_add(1.0 / sx, zx as f32).round_ties_even().clamp(0.0, 255.0) - zx as f32) * sx).collect();
             let t_out = t + 2 * pad - dil * (ks - 1);
             assert_eq!(got.len(), c_out * t_out);
             for m in 0..c_out {

@@ -18,8 +18,7 @@ fn main() -> anyhow::Result<()> {
     let reference = Kokoro::with_precision(&weights, &Device::Cpu, voice_kokoro::Precision::F32)?;
     println!("generator arithmetic: {:?}", model.precision());
     let voices = Voices::load_dir(&dir.join("voices"))?;
-    let golden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.json"))?)?;
+    let golden: serde_json::Value = serde_json::from_slice(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden.json"))?)?;
     let configs: Vec<(usize, usize, usize)> = std::env::args()
         .skip(2)
         .map(|a| {
@@ -40,14 +39,24 @@ fn main() -> anyhow::Result<()> {
         let whole_ms = t.elapsed().as_secs_f64() * 1e3;
         println!(
             "{}: {} frames (lead {}), prepare {:.0} ms (prosody {:.0}, decoder {:.0}), generator whole {:.0} ms",
-            case["name"], p.frames(), p.durations[0], prep_ms, p.stage_ms[0], p.stage_ms[1], whole_ms
+            case["name"],
+            p.frames(),
+            p.durations[0],
+            prep_ms,
+            p.stage_ms[0],
+            p.stage_ms[1],
+            whole_ms
         );
         if model.precision() != reference.precision() {
             let t = Instant::now();
             let rp = reference.prepare(&ids, style, speed, Some(&p.durations))?;
             let f32_audio = reference.generate(&rp)?;
             println!("  f32 prepare {:.0} ms", rp.stage_ms[0] + rp.stage_ms[1]);
-            println!("  f32 generator {:.0} ms; int8 vs f32: log-mel {:.2} dB", t.elapsed().as_secs_f64() * 1e3, log_mel_distance_db(&whole, &f32_audio, 24_000));
+            println!(
+                "  f32 generator {:.0} ms; int8 vs f32: log-mel {:.2} dB",
+                t.elapsed().as_secs_f64() * 1e3,
+                log_mel_distance_db(&whole, &f32_audio, 24_000)
+            );
         }
         if configs.is_empty() {
             spans_study(&model, &p, &whole)?;

@@ -9,5 +9,5 @@ pub mod ops;
 pub mod voices;
 pub mod weights;
 
-pub use model::{Chunking, Kokoro, Precision, Prepared, Synthesis, CONTEXT_LENGTH, CROSSFADE, SAMPLES_PER_FRAME, SAMPLE_RATE};
+pub use model::{Chunking, Kokoro, Precision, Prepared, Synthesis, CONTEXT_LENGTH, CROSSFADE, LEAD_RENDERED, SAMPLES_PER_FRAME, SAMPLE_RATE};
 pub use weights::Weights;

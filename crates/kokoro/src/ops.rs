@@ -78,7 +78,13 @@ impl Conv1d {
         let (b, c_in, t_in) = x.dims3()?;
         let (qc, bias) = (&q.0, q.1.as_deref());
         if c_in != qc.c_in || !x.device().is_cpu() {
-            candle_core::bail!("int8 conv1d: input ({b}, {c_in}, {t_in}) on {:?} for weights ({}, {}, {}) on the CPU", x.device(), qc.c_out, qc.c_in, qc.ks);
+            candle_core::bail!(
+                "int8 conv1d: input ({b}, {c_in}, {t_in}) on {:?} for weights ({}, {}, {}) on the CPU",
+                x.device(),
+                qc.c_out,
+                qc.c_in,
+                qc.ks
+            );
         }
         let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let mut out = Vec::new();

@@ -33,11 +33,11 @@ use tokio::{
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
-use voice_runtime::audio::StreamResampler;
 use voice_proto::stt::v1::{
     streaming_recognize_request::Request as SttReq, AudioChunk, EndOfUtterance, FinalCandidate, StreamingConfig, StreamingRecognizeRequest,
     TranscribeRequest,
 };
+use voice_runtime::audio::StreamResampler;
 
 use crate::{
     backends::{retry, Backends},
@@ -844,7 +844,8 @@ impl ReplyJob {
                         // the joins (fresh resampling per chunk filters each edge against
                         // silence, a click at every join).
                         if resampler.is_none() {
-                            resampler = Some(StreamResampler::new(rate, OUTPUT_RATE, RESAMPLER_BLOCK).map_err(|e| format!("resampling TTS audio: {e}"))?);
+                            resampler =
+                                Some(StreamResampler::new(rate, OUTPUT_RATE, RESAMPLER_BLOCK).map_err(|e| format!("resampling TTS audio: {e}"))?);
                         }
                         let up = resampler.as_mut().expect("made above").push(&samples).map_err(|e| format!("resampling TTS audio: {e}"))?;
                         carry.extend(up.iter().map(|&v| voice_runtime::audio::f32_to_s16(v)));

@@ -149,7 +149,8 @@ fn load_engine(state: &AppState) -> Result<engine::TtsEngine> {
     // f32 weights (~330 MB) plus activations of a 510-token piece.
     let estimate = 1_200_000_000;
     let chosen = select_device(sa.device);
-    let (model, device) = load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| load_model(&dir, d, args.precision))?;
+    let (model, device) =
+        load_with_fallback(&chosen, &id, estimate, sa.gpu_memory_budget, &state.ctx.metrics, |d| load_model(&dir, d, args.precision))?;
     tracing::info!(model = %id, voices = voices.len(), default_voice = %args.voice, "text-to-speech model ready");
     let cpu_dir = dir.clone();
     let precision = args.precision;
