@@ -77,6 +77,11 @@ struct Args {
     /// voice-llm's --cpu-nice (10: as scripts/run-stack.sh starts it).
     #[arg(long, default_value_t = 10)]
     llm_nice: i32,
+    /// voice-tts's --first-chunk-frames (0: each piece in one pass) and --max-chunk-frames.
+    #[arg(long, default_value_t = voice_kokoro::Chunking::STREAM.first_frames)]
+    tts_first_chunk_frames: usize,
+    #[arg(long, default_value_t = voice_kokoro::Chunking::STREAM.max_frames)]
+    tts_max_chunk_frames: usize,
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
@@ -117,6 +122,14 @@ fn main() -> Result<()> {
             }
             if name == "voice-llm" {
                 args.extend(["--prefix-cache-mb".to_string(), a.prefix_cache_mb.to_string(), "--cpu-nice".into(), a.llm_nice.to_string()]);
+            }
+            if name == "voice-tts" {
+                args.extend([
+                    "--first-chunk-frames".to_string(),
+                    a.tts_first_chunk_frames.to_string(),
+                    "--max-chunk-frames".into(),
+                    a.tts_max_chunk_frames.to_string(),
+                ]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let s = start(name, prefix, &args);
