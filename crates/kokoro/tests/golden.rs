@@ -73,6 +73,43 @@ fn matches_onnxruntime() {
     }
 }
 
+/// One golden case as the streaming and precision tests use it.
+struct Case {
+    name: String,
+    ids: Vec<i64>,
+    style: Vec<f32>,
+    speed: f32,
+    /// The reference's alignment (frames per token).
+    durations: Vec<u32>,
+    wav: String,
+}
+
+/// The registry weights and the golden cases.
+fn golden_cases() -> (Weights, Vec<Case>) {
+    let dir = voice_models::Fetcher::new(None).resolve("kokoro-82m", true, &[]).expect("fetching kokoro-82m").dir;
+    let weights = Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu).unwrap();
+    let voices = Voices::load_dir(&dir.join("voices")).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(data_dir().join("golden.json")).unwrap()).unwrap();
+    let cases = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| {
+            let ids: Vec<i64> = case["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            let pack = voices.resolve(case["voice"].as_str().unwrap()).unwrap();
+            Case {
+                name: case["name"].as_str().unwrap().to_string(),
+                style: pack.style(ids.len() - 2).to_vec(),
+                ids,
+                speed: case["speed"].as_f64().unwrap() as f32,
+                durations: case["durations"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
+                wav: case["wav"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    (weights, cases)
+}
+
 /// The largest sample-to-sample step within `radius` samples of `at`.
 fn max_step(x: &[f32], at: usize, radius: usize) -> f32 {
     let (lo, hi) = (at.saturating_sub(radius).max(1), (at + radius).min(x.len()));
@@ -93,16 +130,11 @@ fn max_step(x: &[f32], at: usize, radius: usize) -> f32 {
 /// joins are crossfaded, and without the crossfade this test fails.
 #[test]
 fn streamed_chunks_match_the_whole_pass_without_clicks() {
-    let dir = voice_models::Fetcher::new(None).resolve("kokoro-82m", true, &[]).expect("fetching kokoro-82m").dir;
-    let model = Kokoro::new(&Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu).unwrap(), &Device::Cpu).unwrap();
-    let voices = Voices::load_dir(&dir.join("voices")).unwrap();
-    let golden: Value = serde_json::from_slice(&std::fs::read(data_dir().join("golden.json")).unwrap()).unwrap();
-    for case in golden["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let ids: Vec<i64> = case["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-        let pack = voices.resolve(case["voice"].as_str().unwrap()).unwrap();
-        let want_dur: Vec<u32> = case["durations"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let p = model.prepare(&ids, pack.style(ids.len() - 2), case["speed"].as_f64().unwrap() as f32, Some(&want_dur)).unwrap();
+    let (weights, cases) = golden_cases();
+    let model = Kokoro::new(&weights, &Device::Cpu).unwrap();
+    for case in &cases {
+        let (name, want_dur) = (&case.name, &case.durations);
+        let p = model.prepare(&case.ids, &case.style, case.speed, Some(want_dur)).unwrap();
         let whole = model.generate(&p).unwrap();
 
         // One chunk is the whole pass, bit for bit.
@@ -142,7 +174,7 @@ fn streamed_chunks_match_the_whole_pass_without_clicks() {
         let streamed: Vec<f32> = chunks.concat();
         assert_eq!(streamed.len(), whole.len(), "{name}: length");
         let to_whole = log_mel_distance_db(&streamed, &whole, 24_000);
-        let wav = std::fs::read(data_dir().join(case["wav"].as_str().unwrap())).unwrap();
+        let wav = std::fs::read(data_dir().join(&case.wav)).unwrap();
         let reference = voice_runtime::audio::decode(&wav, 60.0).unwrap();
         let scaled: Vec<f32> = streamed.iter().map(|v| v * ONNX_GAIN).collect();
         let to_onnx = log_mel_distance_db(&scaled, &reference.samples, 24_000);
@@ -171,22 +203,15 @@ fn int8_path_stays_close_to_the_f32_path() {
         eprintln!("no AVX-512 VNNI on this CPU: int8 path not tested");
         return;
     }
-    let dir = voice_models::Fetcher::new(None).resolve("kokoro-82m", true, &[]).expect("fetching kokoro-82m").dir;
-    let weights = Weights::from_onnx(&dir.join("model.onnx"), &Device::Cpu).unwrap();
+    let (weights, cases) = golden_cases();
     let int8 = Kokoro::new(&weights, &Device::Cpu).unwrap();
     let f32 = Kokoro::with_precision(&weights, &Device::Cpu, Precision::F32).unwrap();
     assert_eq!(int8.precision(), Precision::Int8);
     assert_eq!(f32.precision(), Precision::F32);
-    let voices = Voices::load_dir(&dir.join("voices")).unwrap();
-    let golden: Value = serde_json::from_slice(&std::fs::read(data_dir().join("golden.json")).unwrap()).unwrap();
-    for case in golden["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let ids: Vec<i64> = case["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-        let pack = voices.resolve(case["voice"].as_str().unwrap()).unwrap();
-        let want_dur: Vec<u32> = case["durations"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let speed = case["speed"].as_f64().unwrap() as f32;
-        let a = int8.forward_aligned(&ids, pack.style(ids.len() - 2), speed, Some(&want_dur)).unwrap();
-        let b = f32.forward_aligned(&ids, pack.style(ids.len() - 2), speed, Some(&want_dur)).unwrap();
+    for case in &cases {
+        let name = &case.name;
+        let a = int8.forward_aligned(&case.ids, &case.style, case.speed, Some(&case.durations)).unwrap();
+        let b = f32.forward_aligned(&case.ids, &case.style, case.speed, Some(&case.durations)).unwrap();
         assert_eq!(a.audio.len(), b.audio.len());
         let d = log_mel_distance_db(&a.audio, &b.audio, 24_000);
         eprintln!("{name}: int8 vs f32 log-mel {d:.2} dB (generator {:.0} vs {:.0} ms)", a.stage_ms[2], b.stage_ms[2]);
