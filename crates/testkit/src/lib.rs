@@ -22,8 +22,18 @@ pub fn repo_root() -> PathBuf {
     start.ancestors().find(|d| d.join("Cargo.lock").is_file() && d.join("models/manifest.toml").is_file()).map(PathBuf::from).unwrap_or(start)
 }
 
+/// A port nothing listens on, never the same twice in one process: the kernel may hand the same
+/// ephemeral port to two `bind(0)` calls once the first listener is closed, and two tests that
+/// start servers at the same moment then collide (seen in CI: two voice-stt lifecycle tests'
+/// servers on one port, one test talking to the other's server).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A service binary under test: `bin` is `env!("CARGO_BIN_EXE_<name>")` of the test's crate,
@@ -261,4 +271,17 @@ pub fn raw_request(base: &str, head: &str, body_prefix: &[u8]) -> (u16, String) 
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    /// 2,000 ports from ~28,000 ephemeral ones: without the process-wide set, repeats are all
+    /// but certain (birthday bound), with it there are none.
+    #[test]
+    fn free_ports_never_repeat_in_a_process() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            assert!(seen.insert(super::free_port()), "free_port repeated a port");
+        }
+    }
 }
