@@ -22,14 +22,23 @@ pub fn repo_root() -> PathBuf {
     start.ancestors().find(|d| d.join("Cargo.lock").is_file() && d.join("models/manifest.toml").is_file()).map(PathBuf::from).unwrap_or(start)
 }
 
-/// A port nothing listens on, never the same twice in one process: the kernel may hand the same
-/// ephemeral port to two `bind(0)` calls once the first listener is closed, and two tests that
-/// start servers at the same moment then collide (seen in CI: two voice-stt lifecycle tests'
-/// servers on one port, one test talking to the other's server).
+/// A TCP port nothing listens on, never the same twice in one process: the kernel may hand the
+/// same ephemeral port to two `bind(0)` calls once the first listener is closed, and two tests
+/// (or two ports of one server) then collide (seen in CI: two voice-stt lifecycle tests' servers
+/// on one port; livekit-server given one port for signalling and ICE/TCP).
 pub fn free_port() -> u16 {
+    unique_port(|| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
+
+/// [`free_port`] for UDP (from the same set, so no number is both a TCP and a UDP port here).
+pub fn free_udp_port() -> u16 {
+    unique_port(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
+
+fn unique_port(probe: impl Fn() -> u16) -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = probe();
         if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
             return port;
         }

@@ -6,7 +6,7 @@
 
 use std::{
     io::Read,
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -22,13 +22,7 @@ pub struct LiveKitServer {
     log: PathBuf,
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::{free_port as free_tcp_port, free_udp_port};
 
 pub fn server_binary() -> PathBuf {
     let bin = std::env::var_os("LIVEKIT_SERVER_BIN")
