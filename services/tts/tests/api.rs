@@ -13,7 +13,8 @@ use voice_testkit::{assert_error, client, Service, SharedServer};
 static SVC: Service = Service::new(env!("CARGO_BIN_EXE_voice-tts"), "VOICE_TTS");
 
 fn server() -> &'static SharedServer {
-    SVC.shared(&["--max-input-chars", "20000"])
+    // Streaming inside a piece on (off by default), so the gRPC test sees chunks.
+    SVC.shared(&["--max-input-chars", "20000", "--first-chunk-frames", "16"])
 }
 
 fn speech(body: Value) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
