@@ -187,7 +187,7 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
     };
     let config = AgentConfig { turn, ..AgentConfig::default() };
     let gaps = metrics.playout_gap.clone();
-    let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
+    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn: None, metrics, config: Arc::new(config) };
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("bench"));
     let cancel = tokio_util::sync::CancellationToken::new();

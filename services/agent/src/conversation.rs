@@ -5,6 +5,8 @@
 //!    Onset          open a voice-stt stream (with 300 ms pre-roll), partial transcripts to the room
 //!    Interrupting   the agent is talking: flush its queued audio now, pause its reply
 //!    SilenceBegan   FinalCandidate: voice-stt starts the final transcript now, on the audio so far
+//!    PauseToJudge   (with an end-of-turn model) is the thought finished? yes: EndOfTurn now;
+//!                   no: keep listening (the turn ends at the next pause, or after the maximum)
 //!    EndOfTurn      EndOfUtterance (keeping the candidate if no speech came since) -> final transcript
 //! final transcript ─> (paused reply? backchannel: resume it / words: cancel it) ─> new reply:
 //!    voice-embed context ─> voice-llm tokens ─> sentences ─> voice-tts (one sentence at a time)
@@ -41,6 +43,7 @@ use voice_runtime::audio::StreamResampler;
 
 use crate::{
     backends::{retry, Backends},
+    end_of_turn::EndOfTurnModel,
     memory::{reply_messages, Memory},
     metrics::{AgentMetrics, TurnTiming},
     sentences::SentenceSplitter,
@@ -80,6 +83,8 @@ pub struct AgentConfig {
     pub preroll: Duration,
     /// Said when a user joins; empty: wait for them to speak.
     pub greeting: String,
+    /// End-of-turn model probability above which a pause ends the turn.
+    pub turn_threshold: f32,
 }
 
 impl Default for AgentConfig {
@@ -92,6 +97,7 @@ impl Default for AgentConfig {
             first_clause_words: 4,
             preroll: Duration::from_millis(300),
             greeting: String::new(),
+            turn_threshold: voice_smart_turn::THRESHOLD,
         }
     }
 }
@@ -101,6 +107,9 @@ impl Default for AgentConfig {
 pub struct Shared {
     pub backends: Backends,
     pub vad: Arc<dyn Vad>,
+    /// Semantic end of turn; `None`: the fixed silence ends turns (the turn config must then
+    /// have no `max_end_silence`).
+    pub end_of_turn: Option<Arc<dyn EndOfTurnModel>>,
     pub metrics: AgentMetrics,
     pub config: Arc<AgentConfig>,
 }
@@ -139,6 +148,12 @@ enum Internal {
     SttFailed {
         utterance: u64,
         error: String,
+    },
+    /// The end-of-turn model's answer for the pause after `last_speech`.
+    TurnVerdict {
+        last_speech: Instant,
+        probability: Result<f32, String>,
+        took: Duration,
     },
     FirstAudio {
         turn: u64,
@@ -329,8 +344,56 @@ impl Conversation {
         };
         for p in probs {
             for ev in self.detector.push(p, now) {
+                if matches!(ev, TurnEvent::EndOfTurn { .. }) && self.detector.config().max_end_silence.is_some() {
+                    // With a model, only the maximum silence (or max_utterance) ends a turn here.
+                    self.shared.metrics.end_of_turn_decisions.with_label_values(&["max_silence"]).inc();
+                }
                 self.on_turn_event(ev).await;
             }
+        }
+    }
+
+    /// Ask the end-of-turn model about the pause after `last_speech`, off the loop's thread.
+    fn judge_pause(&mut self, last_speech: Instant) {
+        let (Some(model), Some(u)) = (self.shared.end_of_turn.clone(), self.utterances.last().filter(|u| u.timing.is_none())) else {
+            // No model (or nothing being said): the pause ends the turn as a fixed silence would.
+            let _ = self.tx.send(Internal::TurnVerdict { last_speech, probability: Ok(1.0), took: Duration::ZERO });
+            return;
+        };
+        let tail = u.audio.len().saturating_sub(voice_smart_turn::WINDOW_SAMPLES);
+        let audio = u.audio[tail..].to_vec();
+        let report = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let probability = model.probability(&audio).map_err(|e| format!("{e:#}"));
+            let _ = report.send(Internal::TurnVerdict { last_speech, probability, took: t.elapsed() });
+        });
+    }
+
+    async fn on_verdict(&mut self, last_speech: Instant, probability: Result<f32, String>, took: Duration) {
+        let m = &self.shared.metrics;
+        let finished = match &probability {
+            Ok(p) => *p > self.shared.config.turn_threshold,
+            Err(e) => {
+                // A failed decision must not leave the user waiting: end the turn.
+                tracing::error!(error = %e, "end-of-turn model failed; ending the turn at the pause");
+                true
+            }
+        };
+        let ended = if finished { self.detector.end_turn(last_speech) } else { None };
+        let outcome = match (&probability, finished, ended.is_some()) {
+            (Err(_), _, _) => "error",
+            (_, true, true) => "complete",
+            (_, true, false) => "stale",
+            (_, false, _) => "incomplete",
+        };
+        m.end_of_turn_decisions.with_label_values(&[outcome]).inc();
+        if !took.is_zero() {
+            m.end_of_turn_model.observe(took.as_secs_f64());
+        }
+        tracing::debug!(room = %self.status.room, outcome, probability = ?probability, took_ms = took.as_secs_f64() * 1e3, "end-of-turn decision");
+        if let Some(ev) = ended {
+            self.on_turn_event(ev).await;
         }
     }
 
@@ -367,6 +430,7 @@ impl Conversation {
                     u.candidate = Some(last_speech);
                 }
             }
+            TurnEvent::PauseToJudge { last_speech } => self.judge_pause(last_speech),
             TurnEvent::EndOfTurn { last_speech, .. } => {
                 let now = Instant::now();
                 let Some(u) = self.utterances.last_mut().filter(|u| u.timing.is_none()) else { return };
@@ -492,6 +556,7 @@ impl Conversation {
                 self.start_reply(utterance, String::new(), ReplySource::Fixed(SORRY_STT.into()), u.timing.unwrap_or_default()).await;
             }
             Internal::SttFinal { utterance, text } => self.on_final(utterance, text).await,
+            Internal::TurnVerdict { last_speech, probability, took } => self.on_verdict(last_speech, probability, took).await,
             Internal::FirstAudio { turn } => {
                 if let Some(r) = self.reply.as_mut().filter(|r| r.turn == turn) {
                     r.speaking = true;

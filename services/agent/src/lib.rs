@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod conversation;
 pub mod dispatch;
+pub mod end_of_turn;
 pub mod grpc;
 pub mod http;
 pub mod livekit;

@@ -17,6 +17,7 @@ use voice_agent::{
     backends::{BackendUrls, Backends, ReplySettings},
     conversation::{AgentConfig, Shared},
     dispatch::Dispatcher,
+    end_of_turn::{EndOfTurnModel, SmartTurnModel},
     grpc::AgentGrpc,
     http::{self, TokenService},
     livekit::LiveKitJoiner,
@@ -143,9 +144,23 @@ struct AgentArgs {
     #[arg(long, default_value_t = 1000)]
     partial_interval_ms: u32,
 
-    /// Silence that ends the user's turn.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
-    end_of_turn_silence: Duration,
+    /// How the end of the user's turn is decided: `smart-turn` (a short silence, then the
+    /// Smart Turn model says whether the thought is finished) or `none` (a fixed silence).
+    #[arg(long, value_enum, default_value = "smart-turn")]
+    turn_detector: TurnDetectorKind,
+    /// The end-of-turn model (a model id of the manifest).
+    #[arg(long, default_value = "smart-turn-v3")]
+    turn_model: String,
+    /// Silence after which the turn ends (`none`) or the model is asked (`smart-turn`); default
+    /// 500ms without the model, 200ms with it.
+    #[arg(long, value_parser = parse_duration)]
+    end_of_turn_silence: Option<Duration>,
+    /// With the model: the longest silence waited when it says the user has not finished.
+    #[arg(long, default_value = "2500ms", value_parser = parse_duration)]
+    max_end_of_turn: Duration,
+    /// With the model: the probability above which a pause ends the turn.
+    #[arg(long, default_value_t = voice_smart_turn::THRESHOLD)]
+    end_of_turn_threshold: f32,
     /// Silence after which voice-stt starts the final transcript (kept if no speech follows
     /// before the end of the turn), so transcription overlaps the end-of-turn silence; 0: start
     /// it only at the end of the turn.
@@ -171,6 +186,16 @@ struct AgentArgs {
     #[arg(long)]
     frontend_dir: Option<PathBuf>,
 }
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnDetectorKind {
+    SmartTurn,
+    None,
+}
+
+/// Fixed-silence endpointing's default silence, and the model's.
+const FIXED_END_SILENCE: Duration = Duration::from_millis(500);
+const MODEL_END_SILENCE: Duration = Duration::from_millis(200);
 
 fn read_secret(flag: Option<Secret>, file: Option<&PathBuf>, what: &str) -> Result<Option<Secret>> {
     if let Some(s) = flag {
@@ -231,12 +256,15 @@ async fn main() -> Result<()> {
         None => None,
     };
     let backends = Backends::with_tls(&urls, backend_key.as_ref().map(|k| k.expose()), backend_ca.as_deref(), settings)?;
-    let config = Arc::new(AgentConfig {
+    if !(0.0..1.0).contains(&args.end_of_turn_threshold) {
+        bail!("--end-of-turn-threshold must be in [0, 1), got {}", args.end_of_turn_threshold);
+    }
+    let mut config = AgentConfig {
         turn: TurnConfig {
             activation: args.vad_threshold,
             deactivation: (args.vad_threshold - 0.15).max(0.05),
             min_speech: args.min_speech,
-            end_silence: args.end_of_turn_silence,
+            end_silence: args.end_of_turn_silence.unwrap_or(FIXED_END_SILENCE),
             candidate_silence: args.final_candidate_silence,
             min_interruption: args.min_interruption.max(args.min_speech),
             ..TurnConfig::default()
@@ -245,8 +273,9 @@ async fn main() -> Result<()> {
         memory_tokens: args.memory_tokens,
         first_clause_words: args.first_clause_words,
         greeting: args.greeting.clone(),
+        turn_threshold: args.end_of_turn_threshold,
         ..AgentConfig::default()
-    });
+    };
     let metrics = AgentMetrics::new(&ctx.metrics)?;
     let reconnects = metrics.reconnects.clone();
 
@@ -283,11 +312,47 @@ async fn main() -> Result<()> {
     let models_dir = args.service.models_dir.clone();
     let (model, fetch) = (args.service.model.clone(), args.service.fetch_missing);
     let loaded: Arc<OnceLock<Arc<()>>> = Arc::new(OnceLock::new());
+    struct TurnChoice {
+        detector: TurnDetectorKind,
+        model: String,
+        silence: Option<Duration>,
+        max: Duration,
+    }
+    let turn =
+        TurnChoice { detector: args.turn_detector, model: args.turn_model.clone(), silence: args.end_of_turn_silence, max: args.max_end_of_turn };
     ctx.load_in_background(loaded, move || {
         let fetcher = Fetcher::new(models_dir);
         let vad_dir =
             fetcher.resolve(&model, fetch, &["silero_vad_16k.safetensors"]).with_context(|| format!("resolving the VAD model `{model}`"))?.dir;
         let vad = Silero::load(&vad_dir.join("silero_vad_16k.safetensors"))?;
+        let end_of_turn: Option<Arc<dyn EndOfTurnModel>> = match turn.detector {
+            TurnDetectorKind::None => None,
+            TurnDetectorKind::SmartTurn => {
+                let loaded = fetcher
+                    .resolve(&turn.model, fetch, &[voice_smart_turn::MODEL_FILE])
+                    .with_context(|| format!("resolving the end-of-turn model `{}`", turn.model))
+                    .and_then(|r| SmartTurnModel::load(&r.dir));
+                match loaded {
+                    Ok(m) => Some(Arc::new(m)),
+                    // Turn-taking still works without it: say so loudly and use the fixed silence.
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "end-of-turn model unavailable: turns end after a fixed silence (--turn-detector none)");
+                        None
+                    }
+                }
+            }
+        };
+        if end_of_turn.is_some() {
+            config.turn.end_silence = turn.silence.unwrap_or(MODEL_END_SILENCE);
+            config.turn.max_end_silence = Some(turn.max.max(config.turn.end_silence));
+        }
+        tracing::info!(
+            detector = if end_of_turn.is_some() { "smart-turn" } else { "fixed silence" },
+            silence_ms = config.turn.end_silence.as_millis() as u64,
+            max_silence_ms = config.turn.max_end_silence.map(|d| d.as_millis() as u64),
+            "end of turn"
+        );
+        let config = Arc::new(config);
         let ffi_path = match ffi_path.or_else(|| std::env::var_os("LIVEKIT_FFI_LIB").map(PathBuf::from)) {
             Some(p) => p,
             None => {
@@ -295,7 +360,7 @@ async fn main() -> Result<()> {
             }
         };
         let joiner = LiveKitJoiner::new(&ffi_path, url, keys)?.with_reconnect_counter(reconnects);
-        let shared = Shared { backends, vad: Arc::new(vad), metrics, config };
+        let shared = Shared { backends, vad: Arc::new(vad), end_of_turn, metrics, config };
         let _ = cell.set(Dispatcher::new(shared, Arc::new(joiner), max_rooms, shutdown));
         Ok((model.clone(), ()))
     });

@@ -102,6 +102,11 @@ pub struct AgentMetrics {
     /// Silences inside a reply that was still being made: the listener heard the agent stall
     /// (speech made slower than it plays, e.g. a streamed chunk late).
     pub playout_gap: Histogram,
+    /// End-of-turn model verdicts: complete (the turn ended), incomplete (kept listening), stale
+    /// (speech resumed before the verdict), error; and max_silence (ended by the maximum wait).
+    pub end_of_turn_decisions: IntCounterVec,
+    /// CPU time of one end-of-turn model decision.
+    pub end_of_turn_model: Histogram,
 }
 
 impl AgentMetrics {
@@ -130,6 +135,16 @@ impl AgentMetrics {
                 "playout_gap_seconds",
                 "A silence inside a reply because its next audio was not ready when the previous ran out",
                 &[0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
+            )?,
+            end_of_turn_decisions: m.new_counter_vec(
+                "end_of_turn_decisions_total",
+                "End-of-turn model verdicts at a pause: complete, incomplete, stale, error; max_silence: ended by --max-end-of-turn",
+                &["outcome"],
+            )?,
+            end_of_turn_model: m.new_histogram(
+                "end_of_turn_model_seconds",
+                "One end-of-turn model decision (features and network)",
+                &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
             )?,
         })
     }

@@ -4,6 +4,12 @@
 //! without audio. Hysteresis: speech starts at `activation` and continues while the probability
 //! stays above `deactivation`; a turn ends after `end_silence` of continuous silence, and only
 //! counts when it held at least `min_speech` of speech (shorter blips are noise).
+//!
+//! With a semantic end-of-turn model (`max_end_silence` set), `end_silence` only opens the
+//! question: the detector emits [`TurnEvent::PauseToJudge`] once per pause, the caller runs the
+//! model and, on "finished", ends the turn with [`TurnDetector::end_turn`]; on "not finished" it
+//! does nothing and the turn ends when speech resumes and stops again, or anyway after
+//! `max_end_silence` of silence.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +22,11 @@ pub struct TurnConfig {
     pub deactivation: f32,
     /// Speech needed before an utterance counts as a turn.
     pub min_speech: Duration,
-    /// Silence that ends a turn.
+    /// Silence that ends a turn (without a semantic model) or asks the model whether it ended.
     pub end_silence: Duration,
+    /// With a semantic model: the silence after which a turn ends even when the model said the
+    /// speaker had not finished. `None`: no model, `end_silence` ends the turn.
+    pub max_end_silence: Option<Duration>,
     /// Silence after which the final transcript is started (`SilenceBegan`), while the rest of
     /// `end_silence` is waited out; zero: only at the end of the turn.
     pub candidate_silence: Duration,
@@ -35,6 +44,7 @@ impl Default for TurnConfig {
             deactivation: 0.35,
             min_speech: Duration::from_millis(250),
             end_silence: Duration::from_millis(500),
+            max_end_silence: None,
             candidate_silence: Duration::from_millis(96),
             min_interruption: Duration::from_millis(400),
             max_utterance: Duration::from_secs(30),
@@ -51,6 +61,9 @@ pub enum TurnEvent {
     /// `candidate_silence` of silence after enough speech: the turn may be over. Once per
     /// pause; `last_speech` tells the end of turn that follows whether speech came in between.
     SilenceBegan { last_speech: Instant },
+    /// `end_silence` of silence after enough speech, with a semantic model: ask it whether the
+    /// user finished (then call [`TurnDetector::end_turn`] with this `last_speech`). Once per pause.
+    PauseToJudge { last_speech: Instant },
     /// Silence after enough speech: the user's turn is over. `last_speech` is when their speech stopped.
     EndOfTurn { speech: Duration, last_speech: Instant },
     /// Silence after too little speech: noise, forget it.
@@ -60,7 +73,7 @@ pub enum TurnEvent {
 #[derive(Debug)]
 enum State {
     Idle,
-    Speech { started: Instant, speech: Duration, silence: Duration, last_speech: Instant, interrupting: bool, candidate: bool },
+    Speech { started: Instant, speech: Duration, silence: Duration, last_speech: Instant, interrupting: bool, candidate: bool, judging: bool },
 }
 
 #[derive(Debug)]
@@ -102,6 +115,7 @@ impl TurnDetector {
                         last_speech: at,
                         interrupting: false,
                         candidate: false,
+                        judging: false,
                     };
                     events.push(TurnEvent::Onset);
                     if WINDOW >= cfg.min_interruption {
@@ -112,12 +126,13 @@ impl TurnDetector {
                     }
                 }
             }
-            State::Speech { started, speech, silence, last_speech, interrupting, candidate } => {
+            State::Speech { started, speech, silence, last_speech, interrupting, candidate, judging } => {
                 if probability >= cfg.deactivation {
                     *speech += WINDOW;
                     *silence = Duration::ZERO;
                     *last_speech = at;
                     *candidate = false;
+                    *judging = false;
                     if !*interrupting && *speech >= cfg.min_interruption {
                         *interrupting = true;
                         events.push(TurnEvent::Interrupting);
@@ -131,7 +146,17 @@ impl TurnDetector {
                     }
                 }
                 let too_long = at.saturating_duration_since(*started) >= cfg.max_utterance;
-                if *silence >= cfg.end_silence || too_long {
+                let ends = match cfg.max_end_silence {
+                    None => *silence >= cfg.end_silence,
+                    Some(max) => {
+                        if !*judging && *silence >= cfg.end_silence && *speech >= cfg.min_speech && *silence < max {
+                            *judging = true;
+                            events.push(TurnEvent::PauseToJudge { last_speech: *last_speech });
+                        }
+                        *silence >= max || (*silence >= cfg.end_silence && *speech < cfg.min_speech)
+                    }
+                };
+                if ends || too_long {
                     let (speech, last_speech) = (*speech, *last_speech);
                     events.push(if speech >= cfg.min_speech {
                         TurnEvent::EndOfTurn { speech, last_speech }
@@ -143,6 +168,19 @@ impl TurnDetector {
             }
         }
         events
+    }
+
+    /// The semantic model judged the pause after `last_speech` to end the turn: end it now, if
+    /// that pause is still going on (no speech since). Otherwise the verdict is stale: `None`.
+    pub fn end_turn(&mut self, last_speech: Instant) -> Option<TurnEvent> {
+        match &self.state {
+            State::Speech { speech, last_speech: l, judging: true, .. } if *l == last_speech => {
+                let speech = *speech;
+                self.state = State::Idle;
+                Some(TurnEvent::EndOfTurn { speech, last_speech })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -232,6 +270,41 @@ mod tests {
         let ev = run(&mut det, &[0.9, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], t0);
         assert_eq!(ev.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), vec![TurnEvent::Onset, TurnEvent::Discarded { speech: WINDOW * 3 }]);
         assert!(!det.in_speech());
+    }
+
+    #[test]
+    fn with_a_semantic_model_a_pause_is_judged_and_ends_by_verdict_or_at_the_maximum() {
+        let cfg = TurnConfig { end_silence: Duration::from_millis(200), max_end_silence: Some(Duration::from_millis(2500)), ..TurnConfig::default() };
+        let mut det = TurnDetector::new(cfg.clone());
+        let t0 = Instant::now();
+        // 20 windows of speech, then silence: judged once at 200 ms (7 windows: 224 ms).
+        let probs: Vec<f32> = std::iter::repeat_n(0.9, 20).chain(std::iter::repeat_n(0.05, 30)).collect();
+        let ev = run(&mut det, &probs, t0);
+        let judged: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::PauseToJudge { .. })).collect();
+        assert_eq!(judged.len(), 1, "{ev:?}");
+        assert_eq!(*judged[0], (26, TurnEvent::PauseToJudge { last_speech: t0 + WINDOW * 20 }));
+        // Not ended by the silence alone (30 windows = 960 ms < 2.5 s).
+        assert!(!ev.iter().any(|(_, e)| matches!(e, TurnEvent::EndOfTurn { .. })), "{ev:?}");
+        // A stale verdict (another pause) ends nothing; the right one ends the turn once.
+        assert_eq!(det.end_turn(t0), None);
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), Some(TurnEvent::EndOfTurn { speech: WINDOW * 20, last_speech: t0 + WINDOW * 20 }));
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), None);
+        assert!(!det.in_speech());
+
+        // "Not finished": speech resumes; the next pause is judged again; without a verdict the
+        // turn ends at 2.5 s of silence (79 windows: 2528 ms).
+        let mut det = TurnDetector::new(cfg);
+        let mut probs: Vec<f32> = std::iter::repeat_n(0.9, 20).collect();
+        probs.extend(std::iter::repeat_n(0.05, 12));
+        probs.extend(std::iter::repeat_n(0.9, 10));
+        probs.extend(std::iter::repeat_n(0.05, 80));
+        let ev = run(&mut det, &probs, t0);
+        let judged: Vec<usize> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::PauseToJudge { .. })).map(|(i, _)| *i).collect();
+        assert_eq!(judged, vec![26, 48], "{ev:?}");
+        // A verdict on the first pause arriving after speech resumed is stale.
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), None);
+        let ends: Vec<usize> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::EndOfTurn { .. })).map(|(i, _)| *i).collect();
+        assert_eq!(ends, vec![41 + 79], "{ev:?}");
     }
 
     #[test]

@@ -120,7 +120,7 @@ async fn start(config: AgentConfig) -> Harness {
     let backends = Backends::new(&urls, None, settings).unwrap();
     let vad = Silero::load(&models_dir().join("silero_vad_16k.safetensors")).unwrap();
     let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_test").unwrap()).unwrap();
-    let shared = Shared { backends, vad: Arc::new(vad), metrics, config: Arc::new(config) };
+    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn: None, metrics, config: Arc::new(config) };
     // 100 ms of playout queue, like the LiveKit transport's audio source.
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("test"));
@@ -361,6 +361,7 @@ async fn a_backend_outage_gets_an_apology_and_the_next_turn_works_again() {
     let shared = Shared {
         backends: Backends::new(&urls, None, settings).unwrap(),
         vad: Arc::new(vad),
+        end_of_turn: None,
         metrics: metrics.clone(),
         config: Arc::new(AgentConfig::default()),
     };
