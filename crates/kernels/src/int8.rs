@@ -110,9 +110,21 @@ fn activation_params(x: &[f32]) -> (f32, u8) {
 }
 
 /// x (c_in, t_in) row-major -> (c_out, t_out), stride 1, zero padding `padding` on both sides,
-/// taps `dilation` apart. None when the CPU lacks VNNI (the caller takes the f32 path).
+/// taps `dilation` apart, the input quantized per call over its own range (onnxruntime's
+/// `DynamicQuantizeLinear`). None when the CPU lacks VNNI (the caller takes the f32 path).
 pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, padding: usize, dilation: usize) -> Option<Vec<f32>> {
     if !available() {
+        return None;
+    }
+    let (sx, zx) = activation_params(x);
+    conv1d_quantized(x, t_in, q, bias, padding, dilation, sx, zx)
+}
+
+/// [`conv1d`] with the input's quantization given (a statically quantized model: its scale and
+/// zero point are the graph's). Values of `x` already on that grid are read back exactly.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_quantized(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, padding: usize, dilation: usize, sx: f32, zx: u8) -> Option<Vec<f32>> {
+    if !available() || !(sx > 0.0 && sx.is_finite()) {
         return None;
     }
     assert_eq!(x.len(), q.c_in * t_in, "conv input of {} values for ({}, {t_in})", x.len(), q.c_in);
@@ -125,7 +137,6 @@ pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, pad
     let t_out_blocks = t_out.div_ceil(NB) * NB;
     // Packed input: every column a block may read, with the zero point outside the signal.
     let t_pack = t_out_blocks + span - 1;
-    let (sx, zx) = activation_params(x);
     let mut xp = vec![zx; q.groups * t_pack * 4];
     xp.par_chunks_mut(t_pack * 4).enumerate().for_each(|(g, dst)| {
         let rows: [Option<&[f32]>; 4] = std::array::from_fn(|j| {
@@ -164,6 +175,32 @@ pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, pad
         }
     });
     Some(out)
+}
+
+/// `x W^T + b` for x (m, k) row-major already quantized to (sx, zx), W (n, k) as a kernel-1
+/// [`QuantConv1d`]: the same exact int32 products, x read as k channels of m steps. Returns
+/// (m, n) row-major; None without VNNI.
+pub fn linear_quantized(x: &[f32], m: usize, q: &QuantConv1d, bias: Option<&[f32]>, sx: f32, zx: u8) -> Option<Vec<f32>> {
+    assert_eq!(q.ks, 1, "linear_quantized needs a kernel-1 weight");
+    assert_eq!(x.len(), m * q.c_in, "linear input of {} values for ({m}, {})", x.len(), q.c_in);
+    let y = conv1d_quantized(&transpose(x, m, q.c_in), m, q, bias, 0, 1, sx, zx)?;
+    Some(transpose(&y, q.c_out, m))
+}
+
+/// (r, c) row-major -> (c, r).
+fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; r * c];
+    // Blocks of 16 x 16 keep both sides in cache.
+    for i0 in (0..r).step_by(16) {
+        for j0 in (0..c).step_by(16) {
+            for i in i0..(i0 + 16).min(r) {
+                for j in j0..(j0 + 16).min(c) {
+                    out[j * r + i] = x[i * c + j];
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -299,6 +336,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A statically quantized linear: inputs on the given grid are read back exactly, so the
+    /// result is the f64 product of the grid values and the quantized weights (to f32 rounding).
+    #[test]
+    fn linear_on_a_given_grid_is_the_product_of_its_grid_values() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU: int8 path not tested");
+            return;
+        }
+        let (m, k, n, sx, zx) = (37, 70, 45, 0.037f32, 131u8);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 256) as f32 - zx as f32) * sx).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729 % 997) as f32 / 498.5 - 1.0) * 0.05).collect();
+        let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 0.2).collect();
+        let q = QuantConv1d::from_f32(&w, n, k, 1);
+        let wq = q.dequantized();
+        let got = linear_quantized(&x, m, &q, Some(&bias), sx, zx).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = bias[j] as f64 + (0..k).map(|c| x[i * k + c] as f64 * wq[j * k + c] as f64).sum::<f64>();
+                let g = got[i * n + j] as f64;
+                assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "({i}, {j}): {g} vs {want}");
+            }
+        }
+        // Off the grid, the values are rounded onto it (not an error).
+        assert!(linear_quantized(&vec![0.5; m * k], m, &q, None, sx, zx).is_some());
+        assert!(linear_quantized(&x, m, &q, None, 0.0, zx).is_none());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //!
 //! Matrix products, convolutions, GELU and softmax go through voice-kernels (BLAS and vectorised
 //! loops on the CPU, candle elsewhere); the fake quantization is one pass over the values on the
-//! CPU and candle ops on other devices.
+//! CPU and candle ops on other devices. On a CPU with AVX-512 VNNI the encoder's projections run
+//! as int8 x uint8 products with exact int32 sums (voice-kernels `int8`): their inputs are already
+//! on the graph's uint8 grid and the weights are int8 per output channel, so this is the same
+//! arithmetic as the f32 product of the dequantized values, up to the f32 rounding of the sums.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
 
@@ -23,6 +26,18 @@ fn fake_quant(x: &Tensor, q: Fq) -> Result<Tensor> {
     (levels - q.zero as f64)? * q.scale as f64
 }
 
+/// [`fake_quant`] in place on host values.
+fn fake_quant_slice(v: &mut [f32], q: Fq) {
+    let Fq { scale, zero } = q;
+    // Round half to even by adding and removing 1.5 * 2^23 (exact for |v| < 2^22, which the
+    // clamp to the uint8 range guarantees first): vectorises, unlike a libm rintf call.
+    const MAGIC: f32 = 12_582_912.0;
+    for x in v.iter_mut() {
+        let l = (*x / scale).clamp(-zero - 1.0, 256.0 - zero);
+        *x = ((((l + MAGIC) - MAGIC) + zero).clamp(0.0, 255.0) - zero) * scale;
+    }
+}
+
 struct FakeQuant(Fq);
 
 impl CustomOp1 for FakeQuant {
@@ -32,10 +47,9 @@ impl CustomOp1 for FakeQuant {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(v) = storage else { candle_core::bail!("fake-quant-u8 needs f32") };
-        let Fq { scale, zero } = self.0;
-        let q = |x: f32| ((x / scale).round_ties_even() + zero).clamp(0.0, 255.0);
         let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("fake-quant-u8 needs a contiguous tensor") };
-        let out: Vec<f32> = v[a..b].iter().map(|&x| (q(x) - zero) * scale).collect();
+        let mut out = v[a..b].to_vec();
+        fake_quant_slice(&mut out, self.0);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
@@ -45,14 +59,51 @@ struct Linear {
     b: Option<Tensor>,
     out: Fq,
     bias_before_quant: bool,
+    /// The int8 weights and the quantization of this layer's input, on a CPU with VNNI.
+    int8: Option<(voice_kernels::int8::QuantConv1d, Fq)>,
 }
 
 impl Linear {
     fn new(l: &graph::LinearW, dev: &Device) -> Result<Self> {
-        Ok(Self { w: tensor(&l.w, dev)?, b: l.b.as_ref().map(|b| tensor(b, dev)).transpose()?, out: l.out, bias_before_quant: l.bias_before_quant })
+        Ok(Self {
+            w: tensor(&l.w, dev)?,
+            b: l.b.as_ref().map(|b| tensor(b, dev)).transpose()?,
+            out: l.out,
+            bias_before_quant: l.bias_before_quant,
+            int8: None,
+        })
+    }
+
+    /// A layer whose input is quantized to `input` (the activation before it in the graph):
+    /// int8 products on a CPU that has them. The export's weights are int8 per output channel
+    /// with the largest at +-127 in every channel (checked when the file was added), so
+    /// re-quantizing the dequantized weights gives back the file's integers.
+    fn quantized(l: &graph::LinearW, dev: &Device, input: Fq) -> Result<Self> {
+        let mut lin = Self::new(l, dev)?;
+        let uint8_zero = input.zero >= 0.0 && input.zero <= 255.0 && input.zero.fract() == 0.0;
+        if dev.is_cpu() && voice_kernels::int8::available() && !l.bias_before_quant && uint8_zero {
+            let [n, k] = l.w.shape[..] else { candle_core::bail!("linear weight of shape {:?}", l.w.shape) };
+            lin.int8 = Some((voice_kernels::int8::QuantConv1d::from_f32(&l.w.data, n, k, 1), input));
+        }
+        Ok(lin)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some((q, input)), true) = (&self.int8, x.device().is_cpu()) {
+            let dims = x.dims().to_vec();
+            let k = *dims.last().unwrap_or(&0);
+            let m = x.elem_count() / k.max(1);
+            let xv = x.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(y) = voice_kernels::int8::linear_quantized(&xv, m, q, None, input.scale, input.zero as u8) {
+                let mut shape = dims;
+                *shape.last_mut().expect("at least one dimension") = q.c_out;
+                let y = fake_quant(&Tensor::from_vec(y, shape, &Device::Cpu)?, self.out)?;
+                return match &self.b {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        }
         if self.bias_before_quant {
             return fake_quant(&voice_kernels::linear(x, &self.w, self.b.as_ref())?, self.out);
         }
@@ -114,20 +165,42 @@ struct Layer {
 }
 
 impl Layer {
+    /// Scores, softmax and context per head with BLAS on host buffers (the CPU path: one sgemm
+    /// per product instead of candle's batched matmul and its worker pool). q, k, v are
+    /// (batch, heads, frames, head_dim), contiguous. None off the CPU or without a BLAS.
+    fn attention_blas(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+        let Some(blas) = voice_kernels::blas::get().filter(|_| q.device().is_cpu() && q.dtype() == DType::F32) else { return Ok(None) };
+        let (b, h, t, dh) = q.dims4()?;
+        let (qv, kv, vv) = (q.flatten_all()?.to_vec1::<f32>()?, k.flatten_all()?.to_vec1::<f32>()?, v.flatten_all()?.to_vec1::<f32>()?);
+        let mut out = vec![0f32; b * h * t * dh];
+        let mut scores = vec![0f32; t * t];
+        for (i, ctx) in out.chunks_mut(t * dh).enumerate() {
+            let (qh, kh, vh) = (&qv[i * t * dh..(i + 1) * t * dh], &kv[i * t * dh..(i + 1) * t * dh], &vv[i * t * dh..(i + 1) * t * dh]);
+            // Safety: qh and kh hold t x dh values, scores t x t, vh t x dh, ctx t x dh.
+            unsafe { blas.sgemm(false, true, t, t, dh, 1.0, qh.as_ptr(), dh, kh.as_ptr(), dh, 0.0, scores.as_mut_ptr(), t) };
+            fake_quant_slice(&mut scores, self.a.scores);
+            voice_kernels::math::softmax_rows(&mut scores, t, 1.0);
+            fake_quant_slice(&mut scores, self.a.probs);
+            unsafe { blas.sgemm(false, false, t, dh, t, 1.0, scores.as_ptr(), t, vh.as_ptr(), dh, 0.0, ctx.as_mut_ptr(), dh) };
+        }
+        fake_quant_slice(&mut out, self.a.context);
+        Ok(Some(Tensor::from_vec(out, (b, h, t, dh), &Device::Cpu)?))
+    }
+
     fn new(l: &graph::LayerW, dev: &Device) -> Result<Self> {
         Ok(Self {
             attn_norm: Norm::new(&l.attn_norm, dev)?,
             attn_norm_q: l.attn_norm_q,
             a: l.attn.clone(),
-            q: Linear::new(&l.attn.q, dev)?,
-            k: Linear::new(&l.attn.k, dev)?,
-            v: Linear::new(&l.attn.v, dev)?,
-            out: Linear::new(&l.attn.out, dev)?,
+            q: Linear::quantized(&l.attn.q, dev, l.attn_norm_q)?,
+            k: Linear::quantized(&l.attn.k, dev, l.attn_norm_q)?,
+            v: Linear::quantized(&l.attn.v, dev, l.attn_norm_q)?,
+            out: Linear::quantized(&l.attn.out, dev, l.attn.merged)?,
             ffn_norm: Norm::new(&l.ffn_norm, dev)?,
             ffn_norm_q: l.ffn_norm_q,
-            fc1: Linear::new(&l.fc1, dev)?,
+            fc1: Linear::quantized(&l.fc1, dev, l.ffn_norm_q)?,
             gelu_q: l.gelu_q,
-            fc2: Linear::new(&l.fc2, dev)?,
+            fc2: Linear::quantized(&l.fc2, dev, l.gelu_q)?,
         })
     }
 
@@ -140,9 +213,14 @@ impl Layer {
         let q = fake_quant(&(split(self.q.forward(&h)?)? * self.a.q_mul as f64)?, self.a.q_scaled)?;
         let k = fake_quant(&(split(self.k.forward(&h)?)? * self.a.k_mul as f64)?, self.a.k_scaled)?;
         let v = fake_quant(&split(self.v.forward(&h)?)?, self.a.v_heads)?;
-        let scores = fake_quant(&q.matmul(&k.t()?)?, self.a.scores)?;
-        let probs = fake_quant(&voice_kernels::softmax_last_dim(&scores)?, self.a.probs)?;
-        let context = fake_quant(&probs.matmul(&v)?, self.a.context)?;
+        let context = match self.attention_blas(&q, &k, &v)? {
+            Some(c) => c,
+            None => {
+                let scores = fake_quant(&q.matmul(&k.t()?)?, self.a.scores)?;
+                let probs = fake_quant(&voice_kernels::softmax_last_dim(&scores)?, self.a.probs)?;
+                fake_quant(&probs.matmul(&v)?, self.a.context)?
+            }
+        };
         let merged = fake_quant(&context.transpose(1, 2)?.reshape((b, t, d))?, self.a.merged)?;
         let x = (x + self.out.forward(&merged)?)?;
 

@@ -218,7 +218,8 @@ fn zz_profile() {
     let m = model();
     let audio = case_audio(&golden()["cases"][0]);
     let f = m.features(&audio).unwrap();
-    for _ in 0..3 {
+    let n: usize = std::env::var("ZZ_N").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for _ in 0..n {
         let t = Instant::now();
         let f = m.features(&audio).unwrap();
         let t1 = t.elapsed();

@@ -6,7 +6,9 @@
 //!
 //! Held: a question gets a spoken answer that contains the answer (the per-turn stages are in
 //! order and their voice-to-voice agrees with one measured outside the agent); talking over the agent flushes its audio within one 10 ms frame of the decision and the
-//! next question is answered; a backchannel ("yeah, okay") pauses it and it resumes.
+//! next question is answered; a backchannel ("yeah, okay") pauses it and it resumes. With the
+//! semantic end of turn (Smart Turn), a sentence with a 400 ms pause inside is answered once,
+//! after its end, and a finished question's end-of-utterance stage stays under 300 ms.
 
 use std::{
     sync::Arc,
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 use voice_agent::{
     backends::{BackendUrls, Backends, ReplySettings},
     conversation::{AgentConfig, Conversation, Shared, Status, TOPIC_METRICS, TOPIC_STATE, TOPIC_TRANSCRIPT},
+    end_of_turn::{EndOfTurnModel, SmartTurnModel},
     metrics::AgentMetrics,
     transport::{InMemoryTransport, PlayedFrame, OUTPUT_RATE},
     turn::{TurnDetector, TurnEvent},
@@ -94,12 +97,17 @@ struct Harness {
     tts: &'static SharedServer,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     cancel: tokio_util::sync::CancellationToken,
+    metrics: AgentMetrics,
 }
 
 /// One conversation at a time: they share the three services and two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start(config: AgentConfig) -> Harness {
+    start_with(config, None).await
+}
+
+async fn start_with(config: AgentConfig, end_of_turn: Option<Arc<dyn EndOfTurnModel>>) -> Harness {
     let (stt, llm, tts) = tokio::task::spawn_blocking(services).await.unwrap();
     let settings = ReplySettings {
         llm_model: String::new(),
@@ -120,13 +128,13 @@ async fn start(config: AgentConfig) -> Harness {
     let backends = Backends::new(&urls, None, settings).unwrap();
     let vad = Silero::load(&models_dir().join("silero_vad_16k.safetensors")).unwrap();
     let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_test").unwrap()).unwrap();
-    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn: None, metrics, config: Arc::new(config) };
+    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn, metrics: metrics.clone(), config: Arc::new(config) };
     // 100 ms of playout queue, like the LiveKit transport's audio source.
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("test"));
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(conversation.run(events, cancel.clone()));
-    Harness { room, stt, tts, task, cancel }
+    Harness { room, stt, tts, task, cancel, metrics }
 }
 
 fn messages(room: &InMemoryTransport, topic: &str) -> Vec<(Instant, Value)> {
@@ -329,6 +337,74 @@ async fn barge_in_flushes_within_a_frame_and_a_backchannel_resumes() {
         .map(|(_, v)| v["text"].as_str().unwrap().to_lowercase())
         .collect();
     assert!(users.iter().any(|u| u.contains("country")), "{users:?}");
+    h.cancel.cancel();
+    h.task.await.unwrap().unwrap();
+}
+
+/// The agent as `voice-agent` starts it by default: Smart Turn asked after 200 ms of silence,
+/// at most 2.5 s of waiting when it says the user has not finished.
+async fn start_semantic() -> Harness {
+    let dir = voice_models::Fetcher::new(None).resolve("smart-turn-v3", true, &[]).expect("fetching smart-turn-v3").dir;
+    let model: Arc<dyn EndOfTurnModel> = Arc::new(SmartTurnModel::load(&dir).unwrap());
+    let mut config = AgentConfig::default();
+    config.turn.end_silence = Duration::from_millis(200);
+    config.turn.max_end_silence = Some(Duration::from_millis(2500));
+    start_with(config, Some(model)).await
+}
+
+fn decisions(h: &Harness, outcome: &str) -> u64 {
+    h.metrics.end_of_turn_decisions.with_label_values(&[outcome]).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_end_of_turn_waits_through_a_pause_and_answers_a_finished_question_quickly() {
+    let _serial = SERIAL.lock().await;
+    let h = start_semantic().await;
+    let first = blocking(|| speak(h.tts, "I would like to book a table for", "am_adam"));
+    let rest = blocking(|| speak(h.tts, "four people tonight, please.", "am_adam"));
+    let question = blocking(|| speak(h.tts, "What is the capital of France?", "am_adam"));
+
+    // 1. "I would like to book a table for ... four people tonight, please.": a 400 ms pause
+    // inside (Kokoro's own trailing silence trimmed). A fixed 200 ms silence would end the turn
+    // there; the model says "not finished" and the agent waits.
+    let speech_end = |a: &[i16]| a.chunks(320).rposition(|c| rms(c) > LOUD).map_or(a.len(), |i| (i + 1) * 320);
+    h.room.silence(Duration::from_millis(300)).await.unwrap();
+    h.room.say(&first[..speech_end(&first)]).await.unwrap();
+    h.room.silence(Duration::from_millis(400)).await.unwrap();
+    h.room.say(&rest).await.unwrap();
+    h.room.silence(Duration::from_millis(800)).await.unwrap();
+    wait_for(&h.room, "the answer to the booking", Duration::from_secs(90), |r| final_agent(r, 0).is_some()).await;
+    let users: Vec<String> = messages(&h.room, TOPIC_TRANSCRIPT)
+        .iter()
+        .filter(|(_, v)| v["role"] == "user" && v["final"] == true)
+        .map(|(_, v)| v["text"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(users.len(), 1, "the sentence was cut into several turns: {users:?}");
+    assert!(users[0].contains("table") && users[0].contains("people"), "one turn, the whole sentence: {users:?}");
+    assert!(decisions(&h, "incomplete") >= 1, "the pause was not judged unfinished");
+    assert_eq!(decisions(&h, "complete"), 1);
+    let answers = messages(&h.room, TOPIC_TRANSCRIPT).iter().filter(|(_, v)| v["role"] == "agent" && v["final"] == true).count();
+    assert_eq!(answers, 1);
+
+    // 2. A finished question: the turn ends at the first verdict, under 300 ms after the
+    // last speech (200 ms of silence, then one decision).
+    let before = messages(&h.room, TOPIC_METRICS).len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.room.say(&question).await.unwrap();
+    h.room.silence(Duration::from_millis(800)).await.unwrap();
+    wait_for(&h.room, "the answer to the question", Duration::from_secs(90), |r| messages(r, TOPIC_METRICS).len() > before).await;
+    let (_, m) = messages(&h.room, TOPIC_METRICS).pop().unwrap();
+    let eou = m["end_of_utterance_ms"].as_f64().unwrap();
+    println!(
+        "end of utterance {eou:.0} ms; decisions complete {} incomplete {} max_silence {}; model {:.1} ms mean",
+        decisions(&h, "complete"),
+        decisions(&h, "incomplete"),
+        decisions(&h, "max_silence"),
+        1e3 * h.metrics.end_of_turn_model.get_sample_sum() / h.metrics.end_of_turn_model.get_sample_count().max(1) as f64
+    );
+    assert_eq!(decisions(&h, "complete"), 2, "{m}");
+    assert!((200.0..300.0).contains(&eou), "end of utterance {eou} ms: {m}");
+    assert_eq!(decisions(&h, "max_silence"), 0);
     h.cancel.cancel();
     h.task.await.unwrap().unwrap();
 }
