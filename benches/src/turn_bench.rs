@@ -32,7 +32,6 @@ use voice_kokoro::{voices::Voices, Kokoro, Weights};
 use voice_smart_turn::SmartTurn;
 
 const SR: usize = 16_000;
-const PAUSE_MS: usize = 200;
 const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
 
 const COMPLETE: [&str; 10] = [
@@ -82,6 +81,9 @@ struct Args {
     /// Build the set again even if `--out` holds one.
     #[arg(long)]
     rebuild: bool,
+    /// Silence after the speech in each sample (what the model hears when it is asked).
+    #[arg(long, default_value_t = 200)]
+    pause_ms: usize,
 }
 
 #[derive(Serialize, serde::Deserialize, Clone)]
@@ -147,25 +149,28 @@ fn pauses_inside(a: &[f32], n: usize) -> Vec<usize> {
     runs.into_iter().take(n).map(|(_, start)| start * SR / 100).collect()
 }
 
-fn with_pause(speech: &[f32]) -> Vec<f32> {
+fn with_pause(speech: &[f32], pause_ms: usize) -> Vec<f32> {
     let mut a = speech.to_vec();
-    a.resize(a.len() + PAUSE_MS * SR / 1000, 0.0);
+    a.resize(a.len() + pause_ms * SR / 1000, 0.0);
     a
 }
 
-fn build(out: &Path) -> Result<Vec<(Sample, Vec<f32>)>> {
+fn build(out: &Path, pause_ms: usize) -> Result<Vec<(Sample, Vec<f32>)>> {
     let mut set = Vec::new();
     let sample = |name: String, source: &str, complete: bool, pause_ms: Option<u32>| Sample { name, source: source.into(), complete, pause_ms };
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(LIBRIVOX).context(LIBRIVOX)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "wav")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(LIBRIVOX)
+        .context(LIBRIVOX)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
     files.sort();
     for f in &files {
         let a = wav16k(f)?;
         let tag = f.file_stem().unwrap().to_string_lossy().rsplit('-').next().unwrap_or_default().to_string();
         let speech = trim_end(&a);
-        set.push((sample(format!("librivox-{tag}-end"), "librivox", true, None), with_pause(speech)));
+        set.push((sample(format!("librivox-{tag}-end"), "librivox", true, None), with_pause(speech, pause_ms)));
         for (k, cut) in pauses_inside(speech, 2).into_iter().enumerate() {
-            set.push((sample(format!("librivox-{tag}-pause{}", k + 1), "librivox", false, None), with_pause(&speech[..cut])));
+            set.push((sample(format!("librivox-{tag}-pause{}", k + 1), "librivox", false, None), with_pause(&speech[..cut], pause_ms)));
         }
     }
     let jfk = wav16k(&fetch("jfk-sample")?.join("jfk.wav"))?;
@@ -174,7 +179,7 @@ fn build(out: &Path) -> Result<Vec<(Sample, Vec<f32>)>> {
         let last = i + 1 == JFK_SPEECH.len();
         let pause = JFK_SPEECH.get(i + 1).map(|&(next, _)| ((next - end) * 1000.0).round() as u32);
         // The recording's own pause follows (room noise), not digital silence.
-        let upto = (cut + PAUSE_MS * SR / 1000).min(jfk.len());
+        let upto = (cut + pause_ms * SR / 1000).min(jfk.len());
         set.push((sample(format!("jfk-{}", if last { "end".into() } else { format!("pause{}", i + 1) }), "jfk", last, pause), jfk[..upto].to_vec()));
     }
     let dir = fetch("kokoro-82m")?;
@@ -193,7 +198,7 @@ fn build(out: &Path) -> Result<Vec<(Sample, Vec<f32>)>> {
                 }
                 let a = voice_runtime::audio::resample(&audio, voice_kokoro::SAMPLE_RATE, SR as u32)?;
                 let kind = if complete { "complete" } else { "unfinished" };
-                set.push((sample(format!("kokoro-{voice}-{kind}{:02}", i + 1), "kokoro", complete, None), with_pause(trim_end(&a))));
+                set.push((sample(format!("kokoro-{voice}-{kind}{:02}", i + 1), "kokoro", complete, None), with_pause(trim_end(&a), pause_ms)));
             }
         }
     }
@@ -214,7 +219,7 @@ fn read(out: &Path) -> Result<Vec<(Sample, Vec<f32>)>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let set = if args.rebuild || !args.out.join("labels.json").is_file() { build(&args.out)? } else { read(&args.out)? };
+    let set = if args.rebuild || !args.out.join("labels.json").is_file() { build(&args.out, args.pause_ms)? } else { read(&args.out)? };
     if args.build_only {
         println!("{} samples in {}", set.len(), args.out.display());
         return Ok(());
@@ -252,19 +257,24 @@ fn main() -> Result<()> {
         let complete = rows.iter().filter(|r| r.sample.complete).count();
         let paused_kept = rows.iter().filter(|r| !r.sample.complete && r.probability <= voice_smart_turn::THRESHOLD).count();
         println!(
-            "{source:9} {:3} samples ({complete} complete, {} paused): Smart Turn {model_right}/{} right ({:.0} %), waits through {paused_kept} of {} pauses; a fixed 200 ms silence: {complete}/{} right ({:.0} %), waits through none",
+            "{source:9} {:3} samples ({complete} complete, {} paused): Smart Turn {model_right}/{} right ({:.0} %), waits through {paused_kept} of {} pauses; a fixed {} ms silence: {complete}/{} right ({:.0} %), waits through none",
             rows.len(),
             rows.len() - complete,
             rows.len(),
             100.0 * model_right as f64 / rows.len() as f64,
             rows.len() - complete,
+            args.pause_ms,
             rows.len(),
             100.0 * complete as f64 / rows.len() as f64,
         );
     }
     let jfk_cut_500 = scored.iter().filter(|r| r.sample.pause_ms.is_some_and(|p| p >= 500)).count();
-    let jfk_cut_model = scored.iter().filter(|r| r.sample.source == "jfk" && !r.sample.complete && r.probability > voice_smart_turn::THRESHOLD).count();
-    println!("JFK's sentence: the fixed 500 ms silence ends the turn at {jfk_cut_500} of its 4 pauses, Smart Turn after 200 ms at {jfk_cut_model}");
+    let jfk_cut_model =
+        scored.iter().filter(|r| r.sample.source == "jfk" && !r.sample.complete && r.probability > voice_smart_turn::THRESHOLD).count();
+    println!(
+        "JFK's sentence: the fixed 500 ms silence ends the turn at {jfk_cut_500} of its 4 pauses, Smart Turn after {} ms at {jfk_cut_model}",
+        args.pause_ms
+    );
     let mut ms: Vec<f64> = scored.iter().map(|r| r.decision_ms).collect();
     ms.sort_by(f64::total_cmp);
     println!("one decision (features + network, 8 s window): median {:.1} ms, p90 {:.1} ms", ms[ms.len() / 2], ms[ms.len() * 9 / 10]);

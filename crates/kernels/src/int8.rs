@@ -123,8 +123,17 @@ pub fn conv1d(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, pad
 /// [`conv1d`] with the input's quantization given (a statically quantized model: its scale and
 /// zero point are the graph's). Values of `x` already on that grid are read back exactly.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1d_quantized(x: &[f32], t_in: usize, q: &QuantConv1d, bias: Option<&[f32]>, padding: usize, dilation: usize, sx: f32, zx: u8) -> Option<Vec<f32>> {
-    if !available() || !(sx > 0.0 && sx.is_finite()) {
+pub fn conv1d_quantized(
+    x: &[f32],
+    t_in: usize,
+    q: &QuantConv1d,
+    bias: Option<&[f32]>,
+    padding: usize,
+    dilation: usize,
+    sx: f32,
+    zx: u8,
+) -> Option<Vec<f32>> {
+    if !(available() && sx > 0.0 && sx.is_finite()) {
         return None;
     }
     assert_eq!(x.len(), q.c_in * t_in, "conv input of {} values for ({}, {t_in})", x.len(), q.c_in);

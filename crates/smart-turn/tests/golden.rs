@@ -212,19 +212,3 @@ fn time_per_decision() {
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
-#[test]
-fn zz_profile() {
-    let m = model();
-    let audio = case_audio(&golden()["cases"][0]);
-    let f = m.features(&audio).unwrap();
-    let n: usize = std::env::var("ZZ_N").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    for _ in 0..n {
-        let t = Instant::now();
-        let f = m.features(&audio).unwrap();
-        let t1 = t.elapsed();
-        m.probability_from_features(&f).unwrap();
-        println!("features {:?} model {:?}", t1, t.elapsed() - t1);
-    }
-    let _ = f;
-}

@@ -21,7 +21,11 @@ pub struct SmartTurnModel(voice_smart_turn::SmartTurn);
 impl SmartTurnModel {
     /// The model file in `dir` (the `smart-turn-v3` model directory).
     pub fn load(dir: &Path) -> Result<Self> {
-        Ok(Self(voice_smart_turn::SmartTurn::load_dir(dir, &candle_core::Device::Cpu)?))
+        let model = voice_smart_turn::SmartTurn::load_dir(dir, &candle_core::Device::Cpu)?;
+        // One decision on silence at load: thread pools and first allocations happen now, not
+        // during the first user's first pause.
+        model.probability(&[0.0; 1600])?;
+        Ok(Self(model))
     }
 }
 

@@ -5,11 +5,12 @@
 //! stays above `deactivation`; a turn ends after `end_silence` of continuous silence, and only
 //! counts when it held at least `min_speech` of speech (shorter blips are noise).
 //!
-//! With a semantic end-of-turn model (`max_end_silence` set), `end_silence` only opens the
-//! question: the detector emits [`TurnEvent::PauseToJudge`] once per pause, the caller runs the
-//! model and, on "finished", ends the turn with [`TurnDetector::end_turn`]; on "not finished" it
-//! does nothing and the turn ends when speech resumes and stops again, or anyway after
-//! `max_end_silence` of silence.
+//! With a semantic end-of-turn model (`max_end_silence` set), silence alone does not end a turn:
+//! the detector emits [`TurnEvent::PauseToJudge`] once per pause, at `candidate_silence` (when the
+//! final transcript starts too, so both overlap the rest of the silence; else at `end_silence`),
+//! the caller runs the model and reports "finished" with [`TurnDetector::end_turn`], which ends
+//! the turn once `end_silence` has passed; on "not finished" the turn ends when speech resumes and
+//! stops again, or anyway after `max_end_silence` of silence.
 
 use std::time::{Duration, Instant};
 
@@ -65,15 +66,39 @@ pub enum TurnEvent {
     /// user finished (then call [`TurnDetector::end_turn`] with this `last_speech`). Once per pause.
     PauseToJudge { last_speech: Instant },
     /// Silence after enough speech: the user's turn is over. `last_speech` is when their speech stopped.
-    EndOfTurn { speech: Duration, last_speech: Instant },
+    EndOfTurn { speech: Duration, last_speech: Instant, why: EndReason },
     /// Silence after too little speech: noise, forget it.
     Discarded { speech: Duration },
+}
+
+/// What ended a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `end_silence` without a model.
+    Silence,
+    /// The model said "finished" (and `end_silence` had passed).
+    Model,
+    /// `max_end_silence` with a model that had not said "finished".
+    MaxSilence,
+    /// `max_utterance`: speech too long to wait for its end.
+    MaxUtterance,
 }
 
 #[derive(Debug)]
 enum State {
     Idle,
-    Speech { started: Instant, speech: Duration, silence: Duration, last_speech: Instant, interrupting: bool, candidate: bool, judging: bool },
+    Speech {
+        started: Instant,
+        speech: Duration,
+        silence: Duration,
+        last_speech: Instant,
+        interrupting: bool,
+        candidate: bool,
+        /// The model was asked about this pause.
+        judging: bool,
+        /// It said "finished": the turn ends when the silence reaches `end_silence`.
+        finished: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -116,6 +141,7 @@ impl TurnDetector {
                         interrupting: false,
                         candidate: false,
                         judging: false,
+                        finished: false,
                     };
                     events.push(TurnEvent::Onset);
                     if WINDOW >= cfg.min_interruption {
@@ -126,13 +152,14 @@ impl TurnDetector {
                     }
                 }
             }
-            State::Speech { started, speech, silence, last_speech, interrupting, candidate, judging } => {
+            State::Speech { started, speech, silence, last_speech, interrupting, candidate, judging, finished } => {
                 if probability >= cfg.deactivation {
                     *speech += WINDOW;
                     *silence = Duration::ZERO;
                     *last_speech = at;
                     *candidate = false;
                     *judging = false;
+                    *finished = false;
                     if !*interrupting && *speech >= cfg.min_interruption {
                         *interrupting = true;
                         events.push(TurnEvent::Interrupting);
@@ -149,17 +176,24 @@ impl TurnDetector {
                 let ends = match cfg.max_end_silence {
                     None => *silence >= cfg.end_silence,
                     Some(max) => {
-                        if !*judging && *silence >= cfg.end_silence && *speech >= cfg.min_speech && *silence < max {
+                        let ask_at = if cfg.candidate_silence.is_zero() { cfg.end_silence } else { cfg.candidate_silence.min(cfg.end_silence) };
+                        if !*judging && *silence >= ask_at && *speech >= cfg.min_speech && *silence < max {
                             *judging = true;
                             events.push(TurnEvent::PauseToJudge { last_speech: *last_speech });
                         }
-                        *silence >= max || (*silence >= cfg.end_silence && *speech < cfg.min_speech)
+                        *silence >= max || (*silence >= cfg.end_silence && (*finished || *speech < cfg.min_speech))
                     }
                 };
                 if ends || too_long {
                     let (speech, last_speech) = (*speech, *last_speech);
+                    let why = match cfg.max_end_silence {
+                        _ if !ends => EndReason::MaxUtterance,
+                        None => EndReason::Silence,
+                        Some(_) if *finished && *silence < cfg.max_end_silence.unwrap_or_default() => EndReason::Model,
+                        Some(_) => EndReason::MaxSilence,
+                    };
                     events.push(if speech >= cfg.min_speech {
-                        TurnEvent::EndOfTurn { speech, last_speech }
+                        TurnEvent::EndOfTurn { speech, last_speech, why }
                     } else {
                         TurnEvent::Discarded { speech }
                     });
@@ -170,16 +204,23 @@ impl TurnDetector {
         events
     }
 
-    /// The semantic model judged the pause after `last_speech` to end the turn: end it now, if
-    /// that pause is still going on (no speech since). Otherwise the verdict is stale: `None`.
-    pub fn end_turn(&mut self, last_speech: Instant) -> Option<TurnEvent> {
-        match &self.state {
-            State::Speech { speech, last_speech: l, judging: true, .. } if *l == last_speech => {
+    /// The semantic model judged the pause after `last_speech` to end the turn. `Ok(Some)`: the
+    /// turn ends now; `Ok(None)`: it ends in [`TurnDetector::push`] once `end_silence` has passed;
+    /// `Err(())`: the verdict is stale (speech came since, or the turn already ended).
+    #[allow(clippy::result_unit_err)]
+    pub fn end_turn(&mut self, last_speech: Instant) -> Result<Option<TurnEvent>, ()> {
+        let end_silence = self.cfg.end_silence;
+        match &mut self.state {
+            State::Speech { speech, silence, last_speech: l, judging: true, finished, .. } if *l == last_speech => {
+                if *silence < end_silence {
+                    *finished = true;
+                    return Ok(None);
+                }
                 let speech = *speech;
                 self.state = State::Idle;
-                Some(TurnEvent::EndOfTurn { speech, last_speech })
+                Ok(Some(TurnEvent::EndOfTurn { speech, last_speech, why: EndReason::Model }))
             }
-            _ => None,
+            _ => Err(()),
         }
     }
 }
@@ -235,7 +276,7 @@ mod tests {
         assert_eq!(ev[2], (22, TurnEvent::SilenceBegan { last_speech: t0 + WINDOW * 20 }));
         // 500 ms of silence = 16 windows after the last speech window (index 19): index 35.
         match &ev[3] {
-            (35, TurnEvent::EndOfTurn { speech, last_speech }) => {
+            (35, TurnEvent::EndOfTurn { speech, last_speech, why: EndReason::Silence }) => {
                 assert_eq!(*speech, WINDOW * 20);
                 assert_eq!(*last_speech, t0 + WINDOW * 20);
             }
@@ -277,19 +318,41 @@ mod tests {
         let cfg = TurnConfig { end_silence: Duration::from_millis(200), max_end_silence: Some(Duration::from_millis(2500)), ..TurnConfig::default() };
         let mut det = TurnDetector::new(cfg.clone());
         let t0 = Instant::now();
-        // 20 windows of speech, then silence: judged once at 200 ms (7 windows: 224 ms).
+        // 20 windows of speech, then silence: judged once, with the final transcript's start at
+        // 96 ms (3 windows: index 22).
         let probs: Vec<f32> = std::iter::repeat_n(0.9, 20).chain(std::iter::repeat_n(0.05, 30)).collect();
         let ev = run(&mut det, &probs, t0);
         let judged: Vec<_> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::PauseToJudge { .. })).collect();
         assert_eq!(judged.len(), 1, "{ev:?}");
-        assert_eq!(*judged[0], (26, TurnEvent::PauseToJudge { last_speech: t0 + WINDOW * 20 }));
+        assert_eq!(*judged[0], (22, TurnEvent::PauseToJudge { last_speech: t0 + WINDOW * 20 }));
         // Not ended by the silence alone (30 windows = 960 ms < 2.5 s).
         assert!(!ev.iter().any(|(_, e)| matches!(e, TurnEvent::EndOfTurn { .. })), "{ev:?}");
         // A stale verdict (another pause) ends nothing; the right one ends the turn once.
-        assert_eq!(det.end_turn(t0), None);
-        assert_eq!(det.end_turn(t0 + WINDOW * 20), Some(TurnEvent::EndOfTurn { speech: WINDOW * 20, last_speech: t0 + WINDOW * 20 }));
-        assert_eq!(det.end_turn(t0 + WINDOW * 20), None);
+        assert_eq!(det.end_turn(t0), Err(()));
+        assert_eq!(
+            det.end_turn(t0 + WINDOW * 20),
+            Ok(Some(TurnEvent::EndOfTurn { speech: WINDOW * 20, last_speech: t0 + WINDOW * 20, why: EndReason::Model }))
+        );
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), Err(()));
         assert!(!det.in_speech());
+
+        // A "finished" that comes before 200 ms of silence takes effect at 200 ms (7 windows).
+        let mut det = TurnDetector::new(cfg.clone());
+        let ev = run(&mut det, &probs[..24], t0);
+        assert!(matches!(ev.last(), Some((22, TurnEvent::PauseToJudge { .. }))), "{ev:?}");
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), Ok(None));
+        let ev: Vec<_> = (24..30).flat_map(|i| det.push(0.05, t0 + WINDOW * (i + 1)).into_iter().map(move |e| (i, e))).collect();
+        assert_eq!(ev, vec![(26, TurnEvent::EndOfTurn { speech: WINDOW * 20, last_speech: t0 + WINDOW * 20, why: EndReason::Model })]);
+        // ... unless speech resumes first: then the verdict is void.
+        let mut det = TurnDetector::new(cfg.clone());
+        run(&mut det, &probs[..24], t0);
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), Ok(None));
+        let ev: Vec<_> = [0.9, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &p)| det.push(p, t0 + WINDOW * (25 + i as u32)))
+            .collect();
+        assert!(!ev.iter().any(|e| matches!(e, TurnEvent::EndOfTurn { .. })), "{ev:?}");
 
         // "Not finished": speech resumes; the next pause is judged again; without a verdict the
         // turn ends at 2.5 s of silence (79 windows: 2528 ms).
@@ -300,10 +363,11 @@ mod tests {
         probs.extend(std::iter::repeat_n(0.05, 80));
         let ev = run(&mut det, &probs, t0);
         let judged: Vec<usize> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::PauseToJudge { .. })).map(|(i, _)| *i).collect();
-        assert_eq!(judged, vec![26, 48], "{ev:?}");
+        assert_eq!(judged, vec![22, 44], "{ev:?}");
         // A verdict on the first pause arriving after speech resumed is stale.
-        assert_eq!(det.end_turn(t0 + WINDOW * 20), None);
-        let ends: Vec<usize> = ev.iter().filter(|(_, e)| matches!(e, TurnEvent::EndOfTurn { .. })).map(|(i, _)| *i).collect();
+        assert_eq!(det.end_turn(t0 + WINDOW * 20), Err(()));
+        let ends: Vec<usize> =
+            ev.iter().filter(|(_, e)| matches!(e, TurnEvent::EndOfTurn { why: EndReason::MaxSilence, .. })).map(|(i, _)| *i).collect();
         assert_eq!(ends, vec![41 + 79], "{ev:?}");
     }
 
@@ -312,7 +376,7 @@ mod tests {
         let cfg = TurnConfig { max_utterance: Duration::from_secs(1), ..TurnConfig::default() };
         let mut det = TurnDetector::new(cfg);
         let ev = run(&mut det, &[0.9; 40], Instant::now());
-        assert!(ev.iter().any(|(i, e)| matches!(e, TurnEvent::EndOfTurn { .. }) && *i == 32), "{ev:?}");
+        assert!(ev.iter().any(|(i, e)| matches!(e, TurnEvent::EndOfTurn { why: EndReason::MaxUtterance, .. }) && *i == 32), "{ev:?}");
     }
 
     #[test]

@@ -258,6 +258,12 @@ impl Session {
                     let task = tokio::spawn(async move { engine.transcribe(Arc::new(pcm), opts).await });
                     candidate = Some(Candidate { task, started: Instant::now(), audio_seconds });
                 }
+                Some(StreamReq::HoldPartials(_)) => {
+                    if let Some(h) = partial.take() {
+                        h.abort();
+                    }
+                    since_partial = 0;
+                }
                 Some(StreamReq::EndOfUtterance(eou)) => {
                     let kept = if eou.keep_candidate { candidate.take() } else { None };
                     stop(&mut partial, &mut candidate);
