@@ -15,5 +15,5 @@ ensure_debian_packages libopenblas0-pthread espeak-ng
 log "building agent-bench and the services (release)"
 # shellcheck disable=SC2086
 cargo build --release --locked -p voice-benches -p voice-stt -p voice-llm -p voice-tts -p voice-models ${CARGO_FEATURES:-}
-"$CARGO_TARGET_DIR/release/voice-models" fetch whisper-tiny.en smollm2-135m-instruct kokoro-82m silero-vad >/dev/null
+"$CARGO_TARGET_DIR/release/voice-models" fetch whisper-tiny.en smollm2-135m-instruct kokoro-82m silero-vad smart-turn-v3 >/dev/null
 "$CARGO_TARGET_DIR/release/agent-bench" --turns "${TURNS:-20}" --device "${DEVICE:-cpu}" --json "$out/agent.json"

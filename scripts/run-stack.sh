@@ -6,7 +6,7 @@
 #   voice-llm  http://127.0.0.1:8002 (gRPC 9002)   LLM chat/completions
 #   voice-embed http://127.0.0.1:8003 (gRPC 9003)  embeddings + RAG (embedded store in ~/.local/share/voice-ai/rag)
 #   voice-tts  http://127.0.0.1:8004 (gRPC 9004)   text-to-speech (Kokoro-82M; needs espeak-ng)
-#   voice-agent http://127.0.0.1:8005 (gRPC 9005)  the voice agent (Silero VAD, LiveKit's core)
+#   voice-agent http://127.0.0.1:8005 (gRPC 9005)  the voice agent (Silero VAD, Smart Turn, LiveKit's core)
 #   frontend   http://127.0.0.1:3000               open this in Chromium, press Connect, talk
 # Ctrl-C (or SIGTERM) stops them cleanly; if one exits, the others are stopped too.
 #
@@ -44,8 +44,8 @@ tts_model="${VOICE_TTS_MODEL:-kokoro-82m}"
 log "building voice-stt, voice-llm, voice-embed, voice-tts, voice-agent and voice-models (release)"
 # shellcheck disable=SC2086
 cargo build --release --locked -p voice-stt -p voice-llm -p voice-embed -p voice-tts -p voice-agent -p voice-models ${CARGO_FEATURES:-}
-log "fetching $stt_model $llm_model $embed_model $tts_model silero-vad livekit-ffi"
-"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model" "$embed_model" "$tts_model" silero-vad livekit-ffi
+log "fetching $stt_model $llm_model $embed_model $tts_model silero-vad smart-turn-v3 livekit-ffi"
+"$CARGO_TARGET_DIR/release/voice-models" fetch "$stt_model" "$llm_model" "$embed_model" "$tts_model" silero-vad smart-turn-v3 livekit-ffi
 livekit_server=$("$REPO_ROOT/scripts/fetch-livekit-server.sh")
 "$REPO_ROOT/scripts/build-frontend.sh"
 

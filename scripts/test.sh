@@ -27,7 +27,7 @@ python3 "$REPO_ROOT/fuzz/make_seeds.py" > /dev/null   # the fuzz targets' seed c
 cargo build --release --workspace --lib --bins --tests --examples --locked
 
 stage "models into $VOICE_MODELS_DIR"
-"$CARGO_TARGET_DIR/release/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m silero-vad livekit-ffi
+"$CARGO_TARGET_DIR/release/voice-models" fetch whisper-tiny.en whisper-base jfk-sample smollm2-135m-instruct gemma3-270m all-minilm-l6-v2 kokoro-82m silero-vad smart-turn-v3 livekit-ffi
 
 stage "PostgreSQL + pgvector and livekit-server (built from source once, cached)"
 VOICE_PG_BIN=$("$REPO_ROOT/scripts/fetch-postgres.sh")

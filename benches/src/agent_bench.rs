@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use voice_agent::{
     backends::{BackendUrls, Backends, ReplySettings},
     conversation::{AgentConfig, Conversation, Shared, Status, TOPIC_METRICS, TOPIC_TRANSCRIPT},
+    end_of_turn::{EndOfTurnModel, SmartTurnModel},
     metrics::AgentMetrics,
     transport::InMemoryTransport,
     turn::TurnConfig,
@@ -62,8 +63,14 @@ struct Args {
     #[arg(long)]
     tts_http: Option<String>,
     /// Endpointing silence (ms).
-    #[arg(long, default_value_t = 500)]
-    end_silence_ms: u64,
+    /// `smart-turn` (as voice-agent starts by default: the model asked at the final candidate's
+    /// silence, "finished" ending the turn at --end-silence-ms, 200 by default then) or `none`
+    /// (a fixed --end-silence-ms, 500 by default then).
+    #[arg(long, default_value = "smart-turn")]
+    turn_detector: String,
+    /// Silence before a turn may end (default: 200 with smart-turn, 500 without).
+    #[arg(long)]
+    end_silence_ms: Option<u64>,
     /// Partial transcripts every N ms while the user speaks (0: none).
     #[arg(long, default_value_t = 1000)]
     partial_interval_ms: u32,
@@ -180,14 +187,23 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
     let vad_dir = voice_models::Fetcher::new(None).resolve("silero-vad", true, &[]).context("silero-vad")?.dir;
     let vad = Silero::load(&vad_dir.join(voice_vad::SAFETENSORS_FILE))?;
     let metrics = AgentMetrics::new(&voice_runtime::Metrics::new("agent_bench")?)?;
+    let end_of_turn: Option<Arc<dyn EndOfTurnModel>> = match a.turn_detector.as_str() {
+        "smart-turn" => {
+            let dir = voice_models::Fetcher::new(None).resolve("smart-turn-v3", true, &[]).context("smart-turn-v3")?.dir;
+            Some(Arc::new(SmartTurnModel::load(&dir)?))
+        }
+        "none" => None,
+        other => bail!("--turn-detector {other}: expected smart-turn or none"),
+    };
     let turn = TurnConfig {
-        end_silence: Duration::from_millis(a.end_silence_ms),
+        end_silence: Duration::from_millis(a.end_silence_ms.unwrap_or(if end_of_turn.is_some() { 200 } else { 500 })),
+        max_end_silence: end_of_turn.as_ref().map(|_| Duration::from_millis(2500)),
         candidate_silence: Duration::from_millis(a.final_candidate_ms),
         ..TurnConfig::default()
     };
     let config = AgentConfig { turn, ..AgentConfig::default() };
     let gaps = metrics.playout_gap.clone();
-    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn: None, metrics, config: Arc::new(config) };
+    let shared = Shared { backends, vad: Arc::new(vad), end_of_turn, metrics, config: Arc::new(config) };
     let (room, events) = InMemoryTransport::new(100);
     let conversation = Conversation::new(shared, Arc::new(room.clone()), Status::new("bench"));
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -65,9 +65,25 @@ pub fn gguf_model(data: &[u8]) {
     }
 }
 
-/// voice-kokoro's ONNX weight reader (quantized initializers, zero points, scopes).
+/// The shared ONNX reader (voice-onnx: graph, attributes, subgraphs, every tensor checked) and
+/// the models' mappings on top of it: Kokoro's weights, Smart Turn's graph walk (and a forward
+/// pass when a graph passes it).
 pub fn onnx_model(data: &[u8]) {
+    if let Ok(model) = voice_onnx::Model::parse(data.to_vec()) {
+        if let Ok(g) = model.graph() {
+            for g in g.all_graphs() {
+                for name in g.tensor_names().collect::<Vec<_>>() {
+                    if let Ok(t) = g.tensor(name) {
+                        let _ = t.to_f32();
+                    }
+                }
+            }
+        }
+    }
     let _ = voice_kokoro::onnx::parse(data.to_vec());
+    if let Ok(m) = voice_smart_turn::SmartTurn::from_bytes(data.to_vec(), &candle_core::Device::Cpu) {
+        let _ = m.probability(&[0.1; 1600]);
+    }
 }
 
 /// candle's safetensors reader, then the Silero VAD built from the tensors (names, shapes) and run

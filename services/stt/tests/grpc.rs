@@ -151,3 +151,48 @@ async fn streaming_final_candidate_kept_or_dropped() {
     assert_jfk(&finals[1].text);
     assert!((finals[1].audio_seconds - 11.0).abs() < 0.1, "{}", finals[1].audio_seconds);
 }
+
+/// HoldPartials (the client is deciding whether the speaker finished) cancels the partial in
+/// progress and the next one waits a whole interval of new audio; the same stream without it
+/// gets the partial.
+#[tokio::test]
+async fn hold_partials_cancels_the_running_partial() {
+    let pcm = jfk_pcm();
+    let to_s16 = |s: &[f32]| s.iter().flat_map(|x| ((x.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect::<Vec<u8>>();
+    for hold in [true, false] {
+        let mut c = client().await;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let audio = |s: &[f32]| pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(s) })) };
+        let cfg = pb::StreamingConfig { sample_rate: 16_000, interim_results: true, partial_interval_ms: 1000, ..Default::default() };
+        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::Config(cfg)) }).await.unwrap();
+        let mut responses = c.streaming_recognize(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+        // 2.5 s of speech: one partial starts on arrival (a slot is free).
+        tx.send(audio(&pcm[..40_000])).await.unwrap();
+        if hold {
+            tx.send(pb::StreamingRecognizeRequest { request: Some(Req::HoldPartials(pb::HoldPartials {})) }).await.unwrap();
+        }
+        // Time for that partial to finish had it not been cancelled; then 0.5 s more audio (less
+        // than an interval: no new partial after a hold).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tx.send(audio(&pcm[40_000..48_000])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send(pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance { keep_candidate: false })) }).await.unwrap();
+        drop(tx);
+        let (mut partials, mut finals) = (0, Vec::new());
+        while let Some(r) = responses.next().await {
+            let r = r.unwrap();
+            if r.is_final {
+                finals.push(r.text);
+            } else {
+                partials += 1;
+            }
+        }
+        assert_eq!(finals.len(), 1, "hold {hold}: {finals:?}");
+        assert!(finals[0].to_lowercase().contains("americans"), "hold {hold}: {finals:?}");
+        if hold {
+            assert_eq!(partials, 0, "a partial arrived after HoldPartials");
+        } else {
+            assert!(partials >= 1, "no partial without the hold: the test proves nothing");
+        }
+    }
+}
