@@ -22,7 +22,7 @@ cargo fetch --locked
 source "${VOICE_CUDA_HOME:-$CACHE_ROOT/cuda-13.0}/env.sh"
 log "cargo $mode --features cuda (kernels compile for sm_${CUDA_COMPUTE_CAP})"
 cargo "$mode" --locked --workspace --all-targets "$@" \
-  --features voice-runtime/cuda,voice-kernels/cuda,voice-whisper/cuda,voice-stt/cuda,voice-textgen/cuda,voice-llm/cuda,voice-embeddings/cuda,voice-embed/cuda,voice-kokoro/cuda,voice-tts/cuda,voice-vad/cuda,voice-benches/cuda
+  --features voice-runtime/cuda,voice-kernels/cuda,voice-whisper/cuda,voice-stt/cuda,voice-textgen/cuda,voice-llm/cuda,voice-embeddings/cuda,voice-embed/cuda,voice-kokoro/cuda,voice-tts/cuda,voice-vad/cuda,voice-smart-turn/cuda,voice-benches/cuda
 [ "$mode" = build ] || exit 0
 
 # Executables, unlike libraries, are written to the same file whatever the features, so a CPU
