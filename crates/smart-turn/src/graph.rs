@@ -52,10 +52,17 @@ pub(crate) struct NormW {
 
 #[derive(Debug, Clone)]
 pub(crate) struct AttentionW {
-    pub heads: usize,
     pub q: LinearW,
     pub k: LinearW,
     pub v: LinearW,
+    pub quant: AttentionQuant,
+    pub out: LinearW,
+}
+
+/// The attention's scalars between its projections: head split, scales and quantizations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionQuant {
+    pub heads: usize,
     /// Queries and keys are each multiplied by head_dim^-1/4 (PyTorch's SDPA split of the scale).
     pub q_mul: f32,
     pub k_mul: f32,
@@ -66,7 +73,6 @@ pub(crate) struct AttentionW {
     pub probs: Fq,
     pub context: Fq,
     pub merged: Fq,
-    pub out: LinearW,
 }
 
 #[derive(Debug, Clone)]
@@ -306,7 +312,8 @@ impl<'a> Walk<'a, '_> {
         let (merged, m) = self.fq(self.skip_layout(c)?)?;
         let (out, _, o) = self.matmul(self.next(m, "MatMul")?)?;
         let x = self.residual(o, x)?;
-        let attn = AttentionW { heads, q, k, v, q_mul, k_mul, q_scaled, k_scaled, v_heads, scores, probs, context, merged, out };
+        let quant = AttentionQuant { heads, q_mul, k_mul, q_scaled, k_scaled, v_heads, scores, probs, context, merged };
+        let attn = AttentionW { q, k, v, quant, out };
 
         let (ffn_norm, h) = self.norm(x)?;
         let (ffn_norm_q, h) = self.fq(h)?;

@@ -54,24 +54,27 @@ impl CustomOp1 for FakeQuant {
     }
 }
 
+/// How a [`Linear`] multiplies: f32 weights (any device), or int8 weights and the grid its input
+/// is on (a CPU with VNNI; the f32 copy is then not kept).
+enum Product {
+    F32(Tensor),
+    Int8 { w: voice_kernels::int8::QuantConv1d, input: Fq },
+}
+
 struct Linear {
-    w: Tensor,
+    product: Product,
     b: Option<Tensor>,
     out: Fq,
     bias_before_quant: bool,
-    /// The int8 weights and the quantization of this layer's input, on a CPU with VNNI.
-    int8: Option<(voice_kernels::int8::QuantConv1d, Fq)>,
 }
 
 impl Linear {
     fn new(l: &graph::LinearW, dev: &Device) -> Result<Self> {
-        Ok(Self {
-            w: tensor(&l.w, dev)?,
-            b: l.b.as_ref().map(|b| tensor(b, dev)).transpose()?,
-            out: l.out,
-            bias_before_quant: l.bias_before_quant,
-            int8: None,
-        })
+        Self::with(l, dev, Product::F32(tensor(&l.w, dev)?))
+    }
+
+    fn with(l: &graph::LinearW, dev: &Device, product: Product) -> Result<Self> {
+        Ok(Self { product, b: l.b.as_ref().map(|b| tensor(b, dev)).transpose()?, out: l.out, bias_before_quant: l.bias_before_quant })
     }
 
     /// A layer whose input is quantized to `input` (the activation before it in the graph):
@@ -79,38 +82,34 @@ impl Linear {
     /// with the largest at +-127 in every channel (checked when the file was added), so
     /// re-quantizing the dequantized weights gives back the file's integers.
     fn quantized(l: &graph::LinearW, dev: &Device, input: Fq) -> Result<Self> {
-        let mut lin = Self::new(l, dev)?;
         let uint8_zero = input.zero >= 0.0 && input.zero <= 255.0 && input.zero.fract() == 0.0;
-        if dev.is_cpu() && voice_kernels::int8::available() && !l.bias_before_quant && uint8_zero {
-            let [n, k] = l.w.shape[..] else { candle_core::bail!("linear weight of shape {:?}", l.w.shape) };
-            lin.int8 = Some((voice_kernels::int8::QuantConv1d::from_f32(&l.w.data, n, k, 1), input));
+        if !(dev.is_cpu() && voice_kernels::int8::available() && !l.bias_before_quant && uint8_zero) {
+            return Self::new(l, dev);
         }
-        Ok(lin)
+        let [n, k] = l.w.shape[..] else { candle_core::bail!("linear weight of shape {:?}", l.w.shape) };
+        let w = voice_kernels::int8::QuantConv1d::from_f32(&l.w.data, n, k, 1);
+        Self::with(l, dev, Product::Int8 { w, input })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let (Some((q, input)), true) = (&self.int8, x.device().is_cpu()) {
-            let dims = x.dims().to_vec();
-            let k = *dims.last().unwrap_or(&0);
-            let m = x.elem_count() / k.max(1);
-            let xv = x.flatten_all()?.to_vec1::<f32>()?;
-            if let Some(y) = voice_kernels::int8::linear_quantized(&xv, m, q, None, input.scale, input.zero as u8) {
-                let mut shape = dims;
-                *shape.last_mut().expect("at least one dimension") = q.c_out;
-                let y = fake_quant(&Tensor::from_vec(y, shape, &Device::Cpu)?, self.out)?;
-                return match &self.b {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                };
+        let bias_inside = self.b.as_ref().filter(|_| self.bias_before_quant);
+        let y = match &self.product {
+            Product::F32(w) => voice_kernels::linear(x, w, bias_inside)?,
+            Product::Int8 { w, input } => {
+                let mut shape = x.dims().to_vec();
+                let m = x.elem_count() / w.c_in.max(1);
+                let xv = x.flatten_all()?.to_vec1::<f32>()?;
+                // None only without VNNI or with a bad scale, both ruled out in `quantized`.
+                let y = voice_kernels::int8::linear_quantized(&xv, m, w, None, input.scale, input.zero as u8)
+                    .ok_or_else(|| candle_core::Error::Msg("the int8 product is unavailable".into()))?;
+                *shape.last_mut().expect("at least one dimension") = w.c_out;
+                Tensor::from_vec(y, shape, &Device::Cpu)?
             }
-        }
-        if self.bias_before_quant {
-            return fake_quant(&voice_kernels::linear(x, &self.w, self.b.as_ref())?, self.out);
-        }
-        let y = fake_quant(&voice_kernels::linear(x, &self.w, None)?, self.out)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        };
+        let y = fake_quant(&y, self.out)?;
+        match (&self.b, self.bias_before_quant) {
+            (Some(b), false) => y.broadcast_add(b),
+            _ => Ok(y),
         }
     }
 }
@@ -152,7 +151,7 @@ impl Norm {
 struct Layer {
     attn_norm: Norm,
     attn_norm_q: Fq,
-    a: graph::AttentionW,
+    a: graph::AttentionQuant,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -191,11 +190,11 @@ impl Layer {
         Ok(Self {
             attn_norm: Norm::new(&l.attn_norm, dev)?,
             attn_norm_q: l.attn_norm_q,
-            a: l.attn.clone(),
+            a: l.attn.quant,
             q: Linear::quantized(&l.attn.q, dev, l.attn_norm_q)?,
             k: Linear::quantized(&l.attn.k, dev, l.attn_norm_q)?,
             v: Linear::quantized(&l.attn.v, dev, l.attn_norm_q)?,
-            out: Linear::quantized(&l.attn.out, dev, l.attn.merged)?,
+            out: Linear::quantized(&l.attn.out, dev, l.attn.quant.merged)?,
             ffn_norm: Norm::new(&l.ffn_norm, dev)?,
             ffn_norm_q: l.ffn_norm_q,
             fc1: Linear::quantized(&l.fc1, dev, l.ffn_norm_q)?,
