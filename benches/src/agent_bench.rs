@@ -24,7 +24,7 @@ use voice_agent::{
     end_of_turn::{EndOfTurnModel, SmartTurnModel},
     metrics::AgentMetrics,
     transport::InMemoryTransport,
-    turn::TurnConfig,
+    turn::{TurnConfig, MAX_END_SILENCE},
     vad::Silero,
 };
 use voice_testkit::Service;
@@ -62,7 +62,6 @@ struct Args {
     tts_url: Option<String>,
     #[arg(long)]
     tts_http: Option<String>,
-    /// Endpointing silence (ms).
     /// `smart-turn` (as voice-agent starts by default: the model asked at the final candidate's
     /// silence, "finished" ending the turn at --end-silence-ms, 200 by default then) or `none`
     /// (a fixed --end-silence-ms, 500 by default then).
@@ -195,11 +194,11 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
         "none" => None,
         other => bail!("--turn-detector {other}: expected smart-turn or none"),
     };
-    let turn = TurnConfig {
-        end_silence: Duration::from_millis(a.end_silence_ms.unwrap_or(if end_of_turn.is_some() { 200 } else { 500 })),
-        max_end_silence: end_of_turn.as_ref().map(|_| Duration::from_millis(2500)),
-        candidate_silence: Duration::from_millis(a.final_candidate_ms),
-        ..TurnConfig::default()
+    let end_silence = a.end_silence_ms.map(Duration::from_millis);
+    let turn = TurnConfig { candidate_silence: Duration::from_millis(a.final_candidate_ms), ..TurnConfig::default() };
+    let turn = match &end_of_turn {
+        Some(_) => turn.with_end_of_turn_model(end_silence, MAX_END_SILENCE),
+        None => TurnConfig { end_silence: end_silence.unwrap_or(turn.end_silence), ..turn },
     };
     let config = AgentConfig { turn, ..AgentConfig::default() };
     let gaps = metrics.playout_gap.clone();

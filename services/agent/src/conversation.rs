@@ -370,6 +370,7 @@ impl Conversation {
             let _ = self.tx.send(Internal::TurnVerdict { last_speech, probability: Ok(1.0), took: Duration::ZERO });
             return;
         };
+        // Only what the model reads leaves the loop (a long utterance holds up to 30 s).
         let tail = u.audio.len().saturating_sub(voice_smart_turn::WINDOW_SAMPLES);
         let audio = u.audio[tail..].to_vec();
         let report = self.tx.clone();

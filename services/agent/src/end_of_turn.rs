@@ -1,8 +1,9 @@
 //! Semantic end of turn: after a short silence, a model listens to the end of the utterance and
 //! says whether the speaker has finished ("What time is it?") or only paused ("I'd like to book a
-//! table for..."). The loop asks it at `--end-of-turn-silence` (200 ms by default with the model)
-//! and waits up to `--max-end-of-turn` of silence when it says "not finished" (see
-//! [`crate::turn`]). Without a model the fixed silence decides alone (`--turn-detector none`).
+//! table for..."). The loop asks it at the first pause of `--final-candidate-silence` (96 ms),
+//! ends the turn on "finished" at `--end-of-turn-silence` (200 ms by default with the model) and
+//! waits up to `--max-end-of-turn` of silence on "not finished" (see [`crate::turn`]). Without a
+//! model the fixed silence decides alone (`--turn-detector none`).
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use anyhow::Result;
 /// A loaded end-of-turn model, shared by every conversation.
 pub trait EndOfTurnModel: Send + Sync + 'static {
     /// The probability that the speaker finished, from their utterance so far (16 kHz mono,
-    /// the trailing silence included).
+    /// the trailing silence included; the model reads its last 8 s).
     fn probability(&self, audio: &[i16]) -> Result<f32>;
 }
 
@@ -31,8 +32,7 @@ impl SmartTurnModel {
 
 impl EndOfTurnModel for SmartTurnModel {
     fn probability(&self, audio: &[i16]) -> Result<f32> {
-        let tail = &audio[audio.len().saturating_sub(voice_smart_turn::WINDOW_SAMPLES)..];
-        let samples: Vec<f32> = tail.iter().map(|&s| voice_runtime::audio::s16_to_f32(s)).collect();
+        let samples: Vec<f32> = audio.iter().map(|&s| voice_runtime::audio::s16_to_f32(s)).collect();
         self.0.probability(&samples)
     }
 }

@@ -23,7 +23,7 @@ use voice_agent::{
     livekit::LiveKitJoiner,
     metrics::AgentMetrics,
     token::LiveKitKeys,
-    turn::TurnConfig,
+    turn::{TurnConfig, FIXED_END_SILENCE},
     vad::Silero,
 };
 use voice_models::Fetcher;
@@ -151,8 +151,9 @@ struct AgentArgs {
     /// The end-of-turn model (a model id of the manifest).
     #[arg(long, default_value = "smart-turn-v3")]
     turn_model: String,
-    /// Silence after which the turn ends (`none`) or the model is asked (`smart-turn`); default
-    /// 500ms without the model, 200ms with it.
+    /// Silence after which the turn ends (`none`), or at which the model's "finished" ends it
+    /// (`smart-turn`, asked at --final-candidate-silence); default 500ms without the model, 200ms
+    /// with it.
     #[arg(long, value_parser = parse_duration)]
     end_of_turn_silence: Option<Duration>,
     /// With the model: the longest silence waited when it says the user has not finished.
@@ -163,7 +164,8 @@ struct AgentArgs {
     end_of_turn_threshold: f32,
     /// Silence after which voice-stt starts the final transcript (kept if no speech follows
     /// before the end of the turn), so transcription overlaps the end-of-turn silence; 0: start
-    /// it only at the end of the turn.
+    /// it only at the end of the turn. With the end-of-turn model: the silence at which the model
+    /// is asked (partials held), the final transcript starting at its "finished".
     #[arg(long, default_value = "96ms", value_parser = parse_duration)]
     final_candidate_silence: Duration,
     /// Speech needed for an utterance to count.
@@ -192,10 +194,6 @@ enum TurnDetectorKind {
     SmartTurn,
     None,
 }
-
-/// Fixed-silence endpointing's default silence, and the model's.
-const FIXED_END_SILENCE: Duration = Duration::from_millis(500);
-const MODEL_END_SILENCE: Duration = Duration::from_millis(200);
 
 fn read_secret(flag: Option<Secret>, file: Option<&PathBuf>, what: &str) -> Result<Option<Secret>> {
     if let Some(s) = flag {
@@ -343,8 +341,7 @@ async fn main() -> Result<()> {
             }
         };
         if end_of_turn.is_some() {
-            config.turn.end_silence = turn.silence.unwrap_or(MODEL_END_SILENCE);
-            config.turn.max_end_silence = Some(turn.max.max(config.turn.end_silence));
+            config.turn = config.turn.with_end_of_turn_model(turn.silence, turn.max);
         }
         tracing::info!(
             detector = if end_of_turn.is_some() { "smart-turn" } else { "fixed silence" },

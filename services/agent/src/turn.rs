@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 /// Silero's window: 512 samples at 16 kHz.
 pub const WINDOW: Duration = Duration::from_millis(32);
+/// The silence that ends a turn without a semantic model.
+pub const FIXED_END_SILENCE: Duration = Duration::from_millis(500);
+/// With a semantic model: the silence at which its "finished" ends the turn, and the longest
+/// silence waited after its "not finished".
+pub const MODEL_END_SILENCE: Duration = Duration::from_millis(200);
+pub const MAX_END_SILENCE: Duration = Duration::from_millis(2500);
 
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
@@ -23,7 +29,8 @@ pub struct TurnConfig {
     pub deactivation: f32,
     /// Speech needed before an utterance counts as a turn.
     pub min_speech: Duration,
-    /// Silence that ends a turn (without a semantic model) or asks the model whether it ended.
+    /// Silence that ends a turn (without a semantic model), or at which the model's "finished"
+    /// ends it.
     pub end_silence: Duration,
     /// With a semantic model: the silence after which a turn ends even when the model said the
     /// speaker had not finished. `None`: no model, `end_silence` ends the turn.
@@ -44,7 +51,7 @@ impl Default for TurnConfig {
             activation: 0.5,
             deactivation: 0.35,
             min_speech: Duration::from_millis(250),
-            end_silence: Duration::from_millis(500),
+            end_silence: FIXED_END_SILENCE,
             max_end_silence: None,
             candidate_silence: Duration::from_millis(96),
             min_interruption: Duration::from_millis(400),
@@ -62,8 +69,9 @@ pub enum TurnEvent {
     /// `candidate_silence` of silence after enough speech: the turn may be over. Once per
     /// pause; `last_speech` tells the end of turn that follows whether speech came in between.
     SilenceBegan { last_speech: Instant },
-    /// `end_silence` of silence after enough speech, with a semantic model: ask it whether the
-    /// user finished (then call [`TurnDetector::end_turn`] with this `last_speech`). Once per pause.
+    /// With a semantic model, `candidate_silence` of silence after enough speech: ask it whether
+    /// the user finished (then call [`TurnDetector::end_turn`] with this `last_speech`). Once per
+    /// pause.
     PauseToJudge { last_speech: Instant },
     /// Silence after enough speech: the user's turn is over. `last_speech` is when their speech stopped.
     EndOfTurn { speech: Duration, last_speech: Instant, why: EndReason },
@@ -105,6 +113,15 @@ enum State {
 pub struct TurnDetector {
     cfg: TurnConfig,
     state: State,
+}
+
+impl TurnConfig {
+    /// This config with a semantic end-of-turn model: its "finished" ends a turn at
+    /// `end_silence` (default [`MODEL_END_SILENCE`]), its "not finished" waits at most `max`.
+    pub fn with_end_of_turn_model(self, end_silence: Option<Duration>, max: Duration) -> Self {
+        let end_silence = end_silence.unwrap_or(MODEL_END_SILENCE);
+        Self { end_silence, max_end_silence: Some(max.max(end_silence)), ..self }
+    }
 }
 
 impl TurnDetector {
@@ -189,7 +206,7 @@ impl TurnDetector {
                     let why = match cfg.max_end_silence {
                         _ if !ends => EndReason::MaxUtterance,
                         None => EndReason::Silence,
-                        Some(_) if *finished && *silence < cfg.max_end_silence.unwrap_or_default() => EndReason::Model,
+                        Some(max) if *finished && *silence < max => EndReason::Model,
                         Some(_) => EndReason::MaxSilence,
                     };
                     events.push(if speech >= cfg.min_speech {

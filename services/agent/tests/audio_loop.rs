@@ -22,7 +22,7 @@ use voice_agent::{
     end_of_turn::{EndOfTurnModel, SmartTurnModel},
     metrics::AgentMetrics,
     transport::{InMemoryTransport, PlayedFrame, OUTPUT_RATE},
-    turn::{TurnDetector, TurnEvent},
+    turn::{TurnDetector, TurnEvent, MAX_END_SILENCE},
     vad::{Silero, Vad},
 };
 use voice_testkit::{client, Service, SharedServer};
@@ -348,8 +348,7 @@ async fn start_semantic() -> Harness {
     let dir = voice_models::Fetcher::new(None).resolve("smart-turn-v3", true, &[]).expect("fetching smart-turn-v3").dir;
     let model: Arc<dyn EndOfTurnModel> = Arc::new(SmartTurnModel::load(&dir).unwrap());
     let mut config = AgentConfig::default();
-    config.turn.end_silence = Duration::from_millis(200);
-    config.turn.max_end_silence = Some(Duration::from_millis(2500));
+    config.turn = config.turn.with_end_of_turn_model(None, MAX_END_SILENCE);
     start_with(config, Some(model), 1000).await
 }
 
