@@ -206,9 +206,6 @@ fn time_per_decision() {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    println!("one decision: median {:.1} ms (min {:.1}, max {:.1}), {} rayon threads", times[2], times[0], times[4], rayon_threads());
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("one decision: median {:.1} ms (min {:.1}, max {:.1}), {cores} cores", times[2], times[0], times[4]);
 }
