@@ -9,6 +9,7 @@
 
 #[path = "common.rs"]
 mod common;
+use common::{agent_question_voice, AGENT_QUESTIONS};
 
 use std::{
     sync::Arc,
@@ -29,18 +30,6 @@ use voice_agent::{
 };
 use voice_testkit::Service;
 
-const QUESTIONS: [&str; 10] = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "What color is the sky on a clear day?",
-    "Who wrote Romeo and Juliet?",
-    "What is the boiling point of water?",
-    "Can you name a large ocean?",
-    "What do bees make?",
-    "How many days are in a week?",
-    "What is the largest planet in our solar system?",
-    "Which animal is known as the king of the jungle?",
-];
 
 #[derive(Parser)]
 struct Args {
@@ -77,6 +66,9 @@ struct Args {
     /// 0: only at the end of the turn).
     #[arg(long, default_value_t = 96)]
     final_candidate_ms: u64,
+    /// voice-stt's --stream-window: `fit` (utterance-sized encoder window) or `full` (30 s).
+    #[arg(long, default_value = "fit")]
+    stt_window: String,
     /// voice-llm's --prefix-cache-mb (0: every turn prefills the whole prompt).
     #[arg(long, default_value_t = 256)]
     prefix_cache_mb: u64,
@@ -126,6 +118,9 @@ fn main() -> Result<()> {
             if let Some(m) = model {
                 args.extend(["--model".to_string(), m]);
             }
+            if name == "voice-stt" {
+                args.extend(["--stream-window".to_string(), a.stt_window.clone()]);
+            }
             if name == "voice-llm" {
                 args.extend(["--prefix-cache-mb".to_string(), a.prefix_cache_mb.to_string(), "--cpu-nice".into(), a.llm_nice.to_string()]);
             }
@@ -146,17 +141,19 @@ fn main() -> Result<()> {
     };
     let (stt, llm, tts) = (urls[0].0.clone(), urls[1].0.clone(), urls[2].0.clone());
     let tts_http = a.tts_http.clone().unwrap_or_else(|| urls[2].1.clone());
-    let result = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(&a, stt, llm, tts, tts_http));
+    let stt_http = urls[0].1.clone();
+    let result =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(&a, stt, llm, tts, tts_http, stt_http));
     drop(servers);
     result
 }
 
-async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) -> Result<()> {
+async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, stt_http: String) -> Result<()> {
     // The questions, spoken once.
     let client = reqwest::Client::new();
     let mut speech = Vec::new();
-    for (i, q) in QUESTIONS.iter().enumerate() {
-        let voice = if i % 2 == 0 { "am_adam" } else { "bf_emma" };
+    for (i, q) in AGENT_QUESTIONS.iter().enumerate() {
+        let voice = agent_question_voice(i);
         let r =
             client.post(format!("{tts_http}/v1/audio/speech")).json(&json!({"input": q, "voice": voice, "response_format": "pcm"})).send().await?;
         if !r.status().is_success() {
@@ -240,6 +237,9 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
                         .next()
                         .unwrap_or_default();
                     let mut m = m.clone();
+                    let (errors, words) = voice_whisper::eval::word_errors(AGENT_QUESTIONS[turn % AGENT_QUESTIONS.len()], &user);
+                    m["user_word_errors"] = json!(errors);
+                    m["user_words"] = json!(words);
                     m["user"] = json!(user);
                     m["agent"] = json!(agent);
                     break m;
@@ -274,6 +274,9 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
         summary.insert(s.into(), json!({"p50": p50, "p90": p90}));
     }
     let sum = |k: &str| reports.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
+    let (errors, words) = (sum("user_word_errors"), sum("user_words"));
+    println!("WER of the final transcripts against the questions asked: {:.2} % ({errors}/{words} words)", 100.0 * errors as f64 / words.max(1) as f64);
+    summary.insert("stt_final_wer".into(), json!({"errors": errors, "words": words}));
     let (prompt, cached) = (sum("llm_prompt_tokens"), sum("llm_cached_tokens"));
     println!("LLM prompt tokens: {prompt}, {cached} from the prefix cache ({:.0} %)", 100.0 * cached as f64 / prompt.max(1) as f64);
     println!(
@@ -282,6 +285,16 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String) 
         gaps.get_sample_sum() * 1e3
     );
     summary.insert("playout_gaps".into(), json!({"count": gaps.get_sample_count(), "total_ms": gaps.get_sample_sum() * 1e3}));
+    if !stt_http.is_empty() {
+        // Which encoder window voice-stt's transcriptions (partials and finals) ran on.
+        let text = client.get(format!("{stt_http}/metrics")).send().await?.text().await?;
+        let count = |name: &str| {
+            text.lines().find(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(name))).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?")
+        };
+        let (fitted, full) = (count("encoder_windows_fitted_total"), count("encoder_windows_full_total"));
+        println!("voice-stt transcriptions (partials and finals): {fitted} on a fitted encoder window, {full} on the 30 s window");
+        summary.insert("stt_windows".into(), json!({"fitted": fitted, "full": full}));
+    }
     println!("turns: {}, agent peak RSS {:.0} MB (this process: VAD, loop, clients)", reports.len(), common::rss_mb("VmHWM:"));
     if let Some(p) = &a.json {
         std::fs::write(

@@ -11,6 +11,61 @@ pub fn rss_mb(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The questions agent-bench asks (spoken by Kokoro voices) and stt-rtf transcribes with the
+/// same voices, so the STT figures are measured on the agent's own workload.
+pub const AGENT_QUESTIONS: [&str; 10] = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What color is the sky on a clear day?",
+    "Who wrote Romeo and Juliet?",
+    "What is the boiling point of water?",
+    "Can you name a large ocean?",
+    "What do bees make?",
+    "How many days are in a week?",
+    "What is the largest planet in our solar system?",
+    "Which animal is known as the king of the jungle?",
+];
+
+/// The voice agent-bench speaks question `i` in.
+pub fn agent_question_voice(i: usize) -> &'static str {
+    if i % 2 == 0 {
+        "am_adam"
+    } else {
+        "bf_emma"
+    }
+}
+
+/// Kokoro-82M (the registry's int8 ONNX weights) on the CPU, to speak test sentences in process.
+pub struct Speaker {
+    kokoro: voice_kokoro::Kokoro,
+    voices: voice_kokoro::voices::Voices,
+    g2p: voice_g2p::G2p,
+}
+
+impl Speaker {
+    pub fn load() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let dir = voice_models::Fetcher::new(None).resolve("kokoro-82m", true, &[]).context("fetching kokoro-82m")?.dir;
+        let dev = candle_core::Device::Cpu;
+        Ok(Self {
+            kokoro: voice_kokoro::Kokoro::new(&voice_kokoro::Weights::from_onnx(&dir.join("model.onnx"), &dev)?, &dev)?,
+            voices: voice_kokoro::voices::Voices::load_dir(&dir.join("voices"))?,
+            g2p: voice_g2p::G2p::load(&dir, voice_g2p::Variant::Us)?,
+        })
+    }
+
+    /// `text` in `voice`, piece by piece as voice-tts splits it, at `rate` Hz.
+    pub fn speak(&self, text: &str, voice: &str, rate: u32) -> anyhow::Result<Vec<f32>> {
+        let pack = self.voices.resolve(voice).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut audio = Vec::new();
+        for piece in self.g2p.pieces(text, voice_kokoro::CONTEXT_LENGTH - 2, 8)? {
+            let ids = self.g2p.vocab().encode_padded(&piece.phonemes);
+            audio.extend(self.kokoro.forward(&ids, pack.style(ids.len() - 2), 1.0)?.audio);
+        }
+        Ok(voice_runtime::audio::resample(&audio, voice_kokoro::SAMPLE_RATE, rate)?)
+    }
+}
+
 /// The median (upper middle for an even count) of a non-empty sample.
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

@@ -20,6 +20,10 @@
 //! there on later runs (`--rebuild` makes it again). benches/run-turn-bench.sh runs this and
 //! onnxruntime (benches/turn_peer.py) on the same files, in interleaved rounds.
 
+#[path = "common.rs"]
+mod common;
+use common::Speaker;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,8 +31,6 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Parser;
 use serde::Serialize;
-use voice_g2p::{G2p, Variant};
-use voice_kokoro::{voices::Voices, Kokoro, Weights};
 use voice_smart_turn::SmartTurn;
 
 const SR: usize = 16_000;
@@ -182,21 +184,11 @@ fn build(out: &Path, pause_ms: usize) -> Result<Vec<(Sample, Vec<f32>)>> {
         let upto = (cut + pause_ms * SR / 1000).min(jfk.len());
         set.push((sample(format!("jfk-{}", if last { "end".into() } else { format!("pause{}", i + 1) }), "jfk", last, pause), jfk[..upto].to_vec()));
     }
-    let dir = fetch("kokoro-82m")?;
-    let dev = Device::Cpu;
-    let kokoro = Kokoro::new(&Weights::from_onnx(&dir.join("model.onnx"), &dev)?, &dev)?;
-    let voices = Voices::load_dir(&dir.join("voices"))?;
-    let g2p = G2p::load(&dir, Variant::Us)?;
+    let speaker = Speaker::load()?;
     for voice in ["af_heart", "am_adam"] {
-        let pack = voices.resolve(voice).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (texts, complete) in [(&COMPLETE, true), (&INCOMPLETE, false)] {
             for (i, text) in texts.iter().enumerate() {
-                let mut audio = Vec::new();
-                for piece in g2p.pieces(text, voice_kokoro::CONTEXT_LENGTH - 2, 8)? {
-                    let ids = g2p.vocab().encode_padded(&piece.phonemes);
-                    audio.extend(kokoro.forward(&ids, pack.style(ids.len() - 2), 1.0)?.audio);
-                }
-                let a = voice_runtime::audio::resample(&audio, voice_kokoro::SAMPLE_RATE, SR as u32)?;
+                let a = speaker.speak(text, voice, SR as u32)?;
                 let kind = if complete { "complete" } else { "unfinished" };
                 set.push((sample(format!("kokoro-{voice}-{kind}{:02}", i + 1), "kokoro", complete, None), with_pause(trim_end(&a), pause_ms)));
             }

@@ -97,6 +97,8 @@ pub struct WindowResult {
     pub no_speech_prob: f64,
     pub temperature: f32,
     pub compression_ratio: f64,
+    /// The model ended the text itself (end-of-text), rather than running into the token limit.
+    pub ended: bool,
 }
 
 /// Cancellation check, polled every decoding step.
@@ -165,6 +167,7 @@ pub fn decode_window(
     let mut h = hidden.i((.., init.len() - 1, ..))?; // (1, d)
     let mut sampled: Vec<u32> = Vec::new();
     let mut sum_logprob = 0f64;
+    let mut ended = false;
     for step in 0..max_new {
         if cancel() {
             return Err(Cancelled.into());
@@ -184,6 +187,7 @@ pub fn decode_window(
         };
         sum_logprob += logprob;
         if token == tok.eot {
+            ended = true;
             break;
         }
         sampled.push(token);
@@ -195,7 +199,7 @@ pub fn decode_window(
     }
     let text = tok.decode_text(&sampled)?;
     let avg_logprob = sum_logprob / (sampled.len() + 1) as f64;
-    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature })
+    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature, ended })
 }
 
 /// Which of Whisper's logit rules apply at this step (decided from the tokens sampled so far).

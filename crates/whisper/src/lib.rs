@@ -25,7 +25,7 @@ use candle_core::{DType, Device};
 
 pub use decode::{Cancelled, WindowResult};
 pub use mel::SAMPLE_RATE;
-pub use transcribe::{Segment, Task, TranscribeOptions, Transcript, UnknownLanguage};
+pub use transcribe::{EncoderWindow, FitGuards, Segment, Task, TranscribeOptions, Transcript, UnknownLanguage, FIT_GUARDS};
 
 /// A loaded Whisper model with its tokenizer, front end and decoding masks, on one device.
 #[derive(Debug, Clone)]

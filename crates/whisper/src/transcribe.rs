@@ -24,6 +24,55 @@ pub enum Task {
     Translate,
 }
 
+/// How much audio the encoder sees when the whole audio fits in one 30 s window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum EncoderWindow {
+    /// The model's 30 s window, the audio zero-padded to it (openai-whisper's behaviour). The
+    /// encoder's cost does not depend on the audio's length: ~0.4 s for tiny.en on two cores.
+    #[default]
+    Full,
+    /// For audio up to `max_audio_seconds`: the audio plus `pad_seconds` of the same zero
+    /// padding (whisper.cpp's `audio_ctx`), so the encoder's cost follows the audio's length.
+    /// The model was trained on 30 s windows only, and on short ones it can loop (more so
+    /// without timestamps), so the result is kept only when one greedy pass passes
+    /// [`FIT_GUARDS`]; otherwise the audio is transcribed again on the full window.
+    Fit { pad_seconds: f32, max_audio_seconds: f32 },
+}
+
+impl EncoderWindow {
+    /// The fitted window as measured on real and synthesized speech (benches/README.md,
+    /// "Encoder window"): [`FIT_PAD_SECONDS`], [`FIT_MAX_AUDIO_SECONDS`].
+    pub const fn fit() -> Self {
+        EncoderWindow::Fit { pad_seconds: FIT_PAD_SECONDS, max_audio_seconds: FIT_MAX_AUDIO_SECONDS }
+    }
+}
+
+/// Padding after the audio in [`EncoderWindow::fit`]: with 0.5-1 s, tiny.en loops or guesses on
+/// more short commands (the guards then fall back: no WER lost, time lost); 1.5 s kept 29 of 31.
+pub const FIT_PAD_SECONDS: f32 = 1.5;
+/// The longest audio [`EncoderWindow::fit`] applies to: up to 4 s every utterance measured gave
+/// the same or fewer word errors than the 30 s window; one LibriVox sentence of 5.3 s lost a
+/// word with every padding tried (0.5-20 s).
+pub const FIT_MAX_AUDIO_SECONDS: f32 = 4.0;
+
+/// What a greedy pass on a fitted window must show to be kept.
+#[derive(Debug, Clone, Copy)]
+pub struct FitGuards {
+    /// Above this the text repeats itself (openai-whisper's threshold for a failed window).
+    pub max_compression_ratio: f64,
+    /// Below this average token log-probability the model is guessing.
+    pub min_avg_logprob: f64,
+    /// More text tokens per second of audio than anyone speaks: a loop.
+    pub max_tokens_per_second: f64,
+    /// A run of this many tokens or more said twice in a row ("What do bees make? What do bees
+    /// make?") is the short-window loop, too short for the compression ratio to notice. Shorter
+    /// repeats are speech ("five five").
+    pub min_repeated_span: usize,
+}
+
+pub const FIT_GUARDS: FitGuards =
+    FitGuards { max_compression_ratio: 2.4, min_avg_logprob: -1.0, max_tokens_per_second: 8.0, min_repeated_span: 3 };
+
 #[derive(Debug, Clone)]
 pub struct TranscribeOptions {
     /// ISO-639-1 code; None = detect (multilingual models) or English (.en models).
@@ -39,6 +88,7 @@ pub struct TranscribeOptions {
     /// Predict segment timestamps (needed to move through audio longer than 30 s precisely).
     pub timestamps: bool,
     pub seed: u64,
+    pub window: EncoderWindow,
 }
 
 impl Default for TranscribeOptions {
@@ -54,6 +104,7 @@ impl Default for TranscribeOptions {
             condition_on_previous_text: true,
             timestamps: true,
             seed: 0,
+            window: EncoderWindow::Full,
         }
     }
 }
@@ -78,6 +129,8 @@ pub struct Transcript {
     pub language: String,
     pub duration: f64,
     pub segments: Vec<Segment>,
+    /// Seconds of audio the encoder saw per window: 30 unless a fitted window was kept.
+    pub window_seconds: f64,
 }
 
 impl WhisperModel {
@@ -87,14 +140,15 @@ impl WhisperModel {
         let n_mels = self.mel.n_mels();
         let (mel, total_frames) = self.mel.log_mel(samples, N_SAMPLES);
         let content_frames = total_frames.saturating_sub(N_FRAMES);
-        let window = |seek: usize, size: usize| -> Result<Tensor> {
-            // pad_or_trim to 3000 frames with zeros, like the reference.
-            let mut w = vec![0f32; n_mels * N_FRAMES];
+        // `size` frames of the log-mel from `seek`, followed by zeros up to `frames` (the
+        // reference's pad_or_trim: the padding is zero features, not the log-mel of silence).
+        let window = |seek: usize, size: usize, frames: usize| -> Result<Tensor> {
+            let mut w = vec![0f32; n_mels * frames];
             for m in 0..n_mels {
                 let row = &mel[m * total_frames + seek..m * total_frames + seek + size];
-                w[m * N_FRAMES..m * N_FRAMES + size].copy_from_slice(row);
+                w[m * frames..m * frames + size].copy_from_slice(row);
             }
-            Ok(Tensor::from_vec(w, (1, n_mels, N_FRAMES), &self.device)?.to_dtype(self.model.dtype)?)
+            Ok(Tensor::from_vec(w, (1, n_mels, frames), &self.device)?.to_dtype(self.model.dtype)?)
         };
 
         let tok = &self.tokenizer;
@@ -102,7 +156,7 @@ impl WhisperModel {
         let mut first_features: Option<Tensor> = None;
         if language.is_none() {
             if tok.is_multilingual() && content_frames > 0 {
-                let feats = self.model.encoder.forward(&window(0, content_frames.min(N_FRAMES))?, cancel)?;
+                let feats = self.model.encoder.forward(&window(0, content_frames.min(N_FRAMES), N_FRAMES)?, cancel)?;
                 language = Some(self.detect_language(&feats)?.0.to_string());
                 first_features = Some(feats);
             } else {
@@ -116,6 +170,39 @@ impl WhisperModel {
         if let Some(p) = opts.initial_prompt.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             all_tokens.extend(tok.encode(&format!(" {p}"))?);
         }
+        if let EncoderWindow::Fit { pad_seconds, max_audio_seconds } = opts.window {
+            // Not when the language was detected on the full window (its features are there).
+            let max_frames = (max_audio_seconds.max(0.0) as f64 * SAMPLE_RATE as f64 / HOP_LENGTH as f64) as usize;
+            if content_frames > 0 && content_frames <= max_frames.min(N_FRAMES) && first_features.is_none() {
+                let pad = (pad_seconds.max(0.0) as f64 * SAMPLE_RATE as f64 / HOP_LENGTH as f64).round() as usize;
+                // Even: the second convolution halves the frames.
+                let frames = (content_frames + pad).next_multiple_of(INPUT_STRIDE).min(N_FRAMES);
+                if frames < N_FRAMES {
+                    let features = self.model.encoder.forward(&window(0, content_frames, frames)?, cancel)?;
+                    let content_seconds = (content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+                    // A pass that loops is cut at the guard's token budget (+ timestamps) instead
+                    // of running to the decoder's limit: a rejected try costs little.
+                    let budget = FIT_GUARDS.max_text_tokens(content_seconds);
+                    let dopts = DecodeOptions {
+                        timestamps: opts.timestamps,
+                        suppress_blank: true,
+                        max_new_tokens: (if opts.timestamps { budget * 2 } else { budget } + 1).min(self.model.decoder.n_ctx / 2),
+                        seed: opts.seed,
+                    };
+                    let r = decode_window(&self.model, tok, &self.masks, &features, &all_tokens, &sot_sequence, &dopts, 0.0, cancel)?;
+                    let window_seconds = (frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+                    match FIT_GUARDS.failed(&r, tok.eot, content_seconds) {
+                        None => {
+                            let mut segments = Vec::new();
+                            self.split_segments(&r, 0, 0.0, content_frames, content_seconds, &mut segments)?;
+                            return Ok(finish(segments, language, duration, window_seconds));
+                        }
+                        Some(why) => tracing::debug!(window_seconds, why, text = %r.text, "fitted window rejected; transcribing on the full window"),
+                    }
+                }
+            }
+        }
+
         let mut prompt_reset_since = 0usize;
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0usize;
@@ -128,7 +215,7 @@ impl WhisperModel {
             let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
             let features = match (seek, first_features.take()) {
                 (0, Some(f)) => f,
-                _ => self.model.encoder.forward(&window(seek, segment_size)?, cancel)?,
+                _ => self.model.encoder.forward(&window(seek, segment_size, N_FRAMES)?, cancel)?,
             };
             let prompt = &all_tokens[prompt_reset_since..];
             let result = self.decode_with_fallback(&features, prompt, &sot_sequence, opts, cancel)?;
@@ -163,12 +250,7 @@ impl WhisperModel {
                 prompt_reset_since = all_tokens.len();
             }
         }
-        segments.retain(|s| !s.text.trim().is_empty() && s.end > s.start);
-        for (i, s) in segments.iter_mut().enumerate() {
-            s.id = i;
-        }
-        let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
-        Ok(Transcript { text, language, duration, segments })
+        Ok(finish(segments, language, duration, (N_FRAMES * HOP_LENGTH) as f64 / SAMPLE_RATE as f64))
     }
 
     /// Language code and probability from the first window's encoder output.
@@ -297,7 +379,85 @@ impl WhisperModel {
     }
 }
 
+/// Drop empty segments, number them and join their text.
+fn finish(mut segments: Vec<Segment>, language: String, duration: f64, window_seconds: f64) -> Transcript {
+    segments.retain(|s| !s.text.trim().is_empty() && s.end > s.start);
+    for (i, s) in segments.iter_mut().enumerate() {
+        s.id = i;
+    }
+    let text = segments.iter().map(|s| s.text.as_str()).collect::<String>().trim().to_string();
+    Transcript { text, language, duration, segments, window_seconds }
+}
+
+impl FitGuards {
+    /// The most text tokens `content_seconds` of speech can hold (short audio counts as 1 s).
+    pub fn max_text_tokens(&self, content_seconds: f64) -> usize {
+        (self.max_tokens_per_second * content_seconds.max(1.0)).ceil() as usize
+    }
+
+    /// Why a greedy pass over `content_seconds` of audio on a fitted window is not kept, if it is not.
+    pub fn failed(&self, r: &WindowResult, eot: u32, content_seconds: f64) -> Option<&'static str> {
+        // Text only: timestamps between two copies of a phrase must not hide the repeat.
+        let text: Vec<u32> = r.tokens.iter().copied().filter(|&t| t < eot).collect();
+        let text_tokens = text.len();
+        if !r.ended {
+            Some("no end of text")
+        } else if r.compression_ratio > self.max_compression_ratio {
+            Some("repetitive")
+        } else if r.avg_logprob < self.min_avg_logprob {
+            Some("unlikely")
+        } else if text_tokens > self.max_text_tokens(content_seconds) {
+            Some("too many tokens for the audio")
+        } else if repeats_span(&text, self.min_repeated_span) {
+            Some("repeats itself")
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether some run of at least `min_span` tokens is immediately followed by itself.
+fn repeats_span(tokens: &[u32], min_span: usize) -> bool {
+    let n = tokens.len();
+    (min_span.max(1)..=n / 2).any(|k| (0..=n - 2 * k).any(|i| tokens[i..i + k] == tokens[i + k..i + 2 * k]))
+}
+
 /// The requested language is not one the model knows.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown or unsupported language `{0}` for this model")]
 pub struct UnknownLanguage(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(tokens: &[u32], ended: bool) -> WindowResult {
+        WindowResult { tokens: tokens.to_vec(), text: String::new(), avg_logprob: -0.2, no_speech_prob: 0.0, temperature: 0.0, compression_ratio: 1.0, ended }
+    }
+
+    #[test]
+    fn repeated_phrases_are_loops_repeated_words_are_speech() {
+        assert!(repeats_span(&[1, 2, 3, 1, 2, 3], 3));
+        assert!(repeats_span(&[9, 1, 2, 3, 4, 1, 2, 3, 4, 8], 3));
+        assert!(!repeats_span(&[5, 5, 5], 3), "five five five");
+        assert!(!repeats_span(&[1, 2, 1, 2], 3));
+        assert!(!repeats_span(&[1, 2, 3, 4, 1, 2, 3], 3));
+        assert!(!repeats_span(&[], 3));
+    }
+
+    #[test]
+    fn fitted_window_guards() {
+        let eot = 100;
+        let g = FIT_GUARDS;
+        assert_eq!(g.failed(&result(&[1, 2, 3, 4], true), eot, 1.0), None);
+        assert_eq!(g.failed(&result(&[1, 2, 3, 4], false), eot, 1.0), Some("no end of text"));
+        // 2 s of audio hold at most 16 text tokens; timestamps (>= eot) do not count.
+        let many: Vec<u32> = (1..=17).collect();
+        assert_eq!(g.failed(&result(&many, true), eot, 2.0), Some("too many tokens for the audio"));
+        assert_eq!(g.failed(&result(&many[..16], true), eot, 2.0), None);
+        assert_eq!(g.failed(&result(&[200, 1, 2, 3, 201, 201, 1, 2, 3, 202], true), eot, 3.0), Some("repeats itself"));
+        let mut unlikely = result(&[1, 2], true);
+        unlikely.avg_logprob = -1.5;
+        assert_eq!(g.failed(&unlikely, eot, 1.0), Some("unlikely"));
+    }
+}

@@ -21,6 +21,8 @@ pub struct SttMetrics {
     pub partials: IntCounter,
     pub finals: IntCounter,
     pub candidates_kept: IntCounter,
+    pub windows_fitted: IntCounter,
+    pub windows_full: IntCounter,
 }
 
 impl SttMetrics {
@@ -48,6 +50,14 @@ impl SttMetrics {
             candidates_kept: m.new_counter(
                 "streaming_candidates_kept_total",
                 "Finals that were the transcript started at FinalCandidate (made while the client waited out its end-of-turn silence)",
+            )?,
+            windows_fitted: m.new_counter(
+                "encoder_windows_fitted_total",
+                "Transcriptions made on an utterance-sized encoder window (--stream-window fit) and kept",
+            )?,
+            windows_full: m.new_counter(
+                "encoder_windows_full_total",
+                "Transcriptions made on Whisper's 30 s window (uploads, long audio, or a fitted window that fell back)",
             )?,
         })
     }
@@ -130,6 +140,11 @@ impl SttEngine {
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(t) => {
+                if t.window_seconds < 30.0 {
+                    self.metrics.windows_fitted.inc();
+                } else {
+                    self.metrics.windows_full.inc();
+                }
                 self.metrics.audio_seconds.inc_by(audio_secs.round() as u64);
                 self.metrics.transcription_seconds.observe(secs);
                 if audio_secs > 0.0 {

@@ -151,6 +151,7 @@ mod tests {
             language: "en".into(),
             duration: 3725.5,
             segments: vec![seg(0, 0.0, 1.5, " Hello there."), seg(1, 3661.25, 3725.5, " General Kenobi.")],
+            window_seconds: 30.0,
         }
     }
 

@@ -21,7 +21,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use voice_proto::stt::v1::{self as pb, speech_to_text_server::SpeechToText, streaming_recognize_request::Request as StreamReq};
 use voice_runtime::{audio, ApiError};
-use voice_whisper::{Task, TranscribeOptions};
+use voice_whisper::{EncoderWindow, Task, TranscribeOptions};
 
 use crate::{engine::SttEngine, AppState};
 
@@ -118,6 +118,7 @@ impl SpeechToText for SttGrpc {
                 * rate as usize
                 / 1000,
             max_samples: (self.state.args.max_utterance_seconds * rate as f64) as usize,
+            window: self.state.args.stream_window.encoder_window(),
         };
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(session.run(inbound, tx));
@@ -140,6 +141,7 @@ struct Session {
     interim: bool,
     partial_every: usize,
     max_samples: usize,
+    window: EncoderWindow,
 }
 
 type Tx = mpsc::Sender<Result<pb::StreamingRecognizeResponse, Status>>;
@@ -153,14 +155,19 @@ struct Candidate {
 
 impl Session {
     fn opts(&self, partial: bool) -> TranscribeOptions {
+        let fitted = matches!(self.window, EncoderWindow::Fit { .. });
         TranscribeOptions {
             language: self.language.clone(),
             task: Task::Transcribe,
             initial_prompt: self.prompt.clone(),
-            timestamps: !partial,
+            // On a fitted window tiny.en loops far less with timestamps (it predicts where the
+            // speech ends, then stops): measured 29 of 31 windows kept with, 27 without. On the
+            // 30 s window a partial skips them (a few tokens less).
+            timestamps: !partial || fitted,
             // Partials favour speed: one greedy pass, no fallback.
             compression_ratio_threshold: if partial { None } else { Some(2.4) },
             logprob_threshold: if partial { None } else { Some(-1.0) },
+            window: self.window,
             ..Default::default()
         }
     }
@@ -237,6 +244,7 @@ impl Session {
                                         audio_seconds,
                                         processing_ms: start.elapsed().as_secs_f64() * 1e3,
                                         language: t.language,
+                                        window_seconds: t.window_seconds,
                                     }))
                                     .await;
                             }
@@ -315,6 +323,7 @@ impl Session {
                 language: self.language.clone().unwrap_or_default(),
                 duration: 0.0,
                 segments: vec![],
+                window_seconds: 0.0,
             })
         } else {
             self.engine.transcribe(Arc::new(pcm), self.opts(false)).await
@@ -342,6 +351,7 @@ impl Session {
                     audio_seconds,
                     processing_ms: start.elapsed().as_secs_f64() * 1e3,
                     language: t.language,
+                    window_seconds: t.window_seconds,
                 }))
                 .await
                 .is_ok()

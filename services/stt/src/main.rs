@@ -45,9 +45,31 @@ pub struct SttArgs {
     #[arg(long, default_value_t = 30.0)]
     pub max_utterance_seconds: f64,
 
+    /// Encoder window for streaming recognition (the voice agent): `fit` encodes an utterance of
+    /// up to 4 s plus 1.5 s of padding instead of Whisper's 30 s window (4-5x less time for a
+    /// short question), falling back to 30 s when the result looks wrong; `full` always uses
+    /// 30 s. Uploads and unary Transcribe always use 30 s.
+    #[arg(long, value_enum, default_value_t = StreamWindow::Fit)]
+    pub stream_window: StreamWindow,
+
     /// Largest gRPC message accepted, in bytes (a unary Transcribe carries the whole file).
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_grpc_message_bytes: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamWindow {
+    Fit,
+    Full,
+}
+
+impl StreamWindow {
+    pub fn encoder_window(self) -> voice_whisper::EncoderWindow {
+        match self {
+            StreamWindow::Fit => voice_whisper::EncoderWindow::fit(),
+            StreamWindow::Full => voice_whisper::EncoderWindow::Full,
+        }
+    }
 }
 
 /// What handlers share.
