@@ -45,6 +45,10 @@ struct Args {
     /// Transcribe without timestamps (as the voice agent's streams do).
     #[arg(long)]
     no_timestamps: bool,
+    /// Cut each utterance's trailing quiet (below 5 % of its loudest 10 ms) and append this many
+    /// ms of digital silence: the audio as the voice agent sends it at the end of a turn.
+    #[arg(long)]
+    trailing_ms: Option<usize>,
     /// Utterance sets: standard, cards, questions.
     #[arg(long = "set", default_values_t = vec!["standard".to_string()])]
     sets: Vec<String>,
@@ -121,7 +125,16 @@ struct ModelResult {
 fn main() -> Result<()> {
     let args = Args::parse();
     let fetcher = Fetcher::new(None);
-    let set = load_sets(&args.sets)?;
+    let mut set = load_sets(&args.sets)?;
+    if let Some(ms) = args.trailing_ms {
+        for (_, _, a) in &mut set {
+            let rms: Vec<f32> = a.chunks(160).map(|w| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()).collect();
+            let peak = rms.iter().fold(0f32, |m, &v| m.max(v));
+            let last = rms.iter().rposition(|&v| v > 0.05 * peak).map_or(0, |i| i + 1);
+            a.truncate((last * 160).min(a.len()));
+            a.resize(a.len() + ms * 16, 0.0);
+        }
+    }
     let windows: Vec<(String, EncoderWindow)> = args.windows.iter().map(|w| Ok((w.clone(), parse_window(w)?))).collect::<Result<_>>()?;
     let audio_seconds: f64 = set.iter().map(|(_, _, a)| a.len() as f64 / 16_000.0).sum();
     let chosen = device::select_device(args.device);

@@ -86,6 +86,10 @@ struct Args {
     /// Silence after the speech in each sample (what the model hears when it is asked).
     #[arg(long, default_value_t = 200)]
     pause_ms: usize,
+    /// Also transcribe each sample (whisper-tiny.en, the stream's fitted window) and score the
+    /// rule "finished when Smart Turn says so or the transcript ends with a question mark".
+    #[arg(long)]
+    transcribe: bool,
 }
 
 #[derive(Serialize, serde::Deserialize, Clone)]
@@ -103,6 +107,7 @@ struct Scored {
     sample: Sample,
     probability: f32,
     decision_ms: f64,
+    transcript: Option<String>,
 }
 
 fn fetch(id: &str) -> Result<PathBuf> {
@@ -228,7 +233,40 @@ fn main() -> Result<()> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
-        scored.push(Scored { sample: s.clone(), probability: p, decision_ms: times[times.len() / 2] });
+        scored.push(Scored { sample: s.clone(), probability: p, decision_ms: times[times.len() / 2], transcript: None });
+    }
+    if args.transcribe {
+        let whisper = voice_whisper::WhisperModel::load("whisper-tiny.en", &fetch("whisper-tiny.en")?, &Device::Cpu)?;
+        let opts = voice_whisper::TranscribeOptions {
+            language: Some("en".into()),
+            window: voice_whisper::EncoderWindow::fit(),
+            ..Default::default()
+        };
+        for (r, (_, a)) in scored.iter_mut().zip(&set) {
+            r.transcript = Some(whisper.transcribe(a, &opts, &|| false)?.text);
+        }
+        let question = |r: &Scored| r.transcript.as_deref().is_some_and(|t| t.trim_end().ends_with('?'));
+        for r in &scored {
+            println!(
+                "{:34} {:9} p {:5.3} {}  {:?}",
+                r.sample.name,
+                if r.sample.complete { "complete" } else { "paused" },
+                r.probability,
+                if question(r) { "?" } else { " " },
+                r.transcript.as_deref().unwrap_or("")
+            );
+        }
+        let count = |f: &dyn Fn(&Scored) -> bool| scored.iter().filter(|r| f(r)).count();
+        let model = |r: &Scored| r.probability > voice_smart_turn::THRESHOLD;
+        println!(
+            "transcripts ending in '?': {} of {} complete, {} of {} paused; Smart Turn 'not finished' on a complete one with '?': {}; on a paused one with '?': {}",
+            count(&|r| r.sample.complete && question(r)),
+            count(&|r| r.sample.complete),
+            count(&|r| !r.sample.complete && question(r)),
+            count(&|r| !r.sample.complete),
+            count(&|r| r.sample.complete && !model(r) && question(r)),
+            count(&|r| !r.sample.complete && !model(r) && question(r)),
+        );
     }
     println!("{:34} {:9} {:>6} {:>9} {:>8}", "sample", "label", "p", "decision", "ms");
     for r in &scored {

@@ -99,6 +99,9 @@ pub struct WindowResult {
     pub compression_ratio: f64,
     /// The model ended the text itself (end-of-text), rather than running into the token limit.
     pub ended: bool,
+    /// The lowest log-probability of a sampled text token (0 when there is none): the word the
+    /// model was least sure of.
+    pub min_text_logprob: f64,
 }
 
 /// Cancellation check, polled every decoding step.
@@ -168,6 +171,7 @@ pub fn decode_window(
     let mut sampled: Vec<u32> = Vec::new();
     let mut sum_logprob = 0f64;
     let mut ended = false;
+    let mut min_text_logprob = 0f64;
     for step in 0..max_new {
         if cancel() {
             return Err(Cancelled.into());
@@ -186,6 +190,9 @@ pub fn decode_window(
             pick(&rules.apply(&logits, masks, ts_begin)?, ts_begin as usize, opts.timestamps, temperature, &mut rng)?
         };
         sum_logprob += logprob;
+        if token < tok.eot {
+            min_text_logprob = min_text_logprob.min(logprob);
+        }
         if token == tok.eot {
             ended = true;
             break;
@@ -199,7 +206,7 @@ pub fn decode_window(
     }
     let text = tok.decode_text(&sampled)?;
     let avg_logprob = sum_logprob / (sampled.len() + 1) as f64;
-    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature, ended })
+    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature, ended, min_text_logprob })
 }
 
 /// Which of Whisper's logit rules apply at this step (decided from the tokens sampled so far).

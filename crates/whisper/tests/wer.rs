@@ -86,3 +86,36 @@ fn long_audio_uses_sliding_windows() {
     let err = m.transcribe(&long, &Default::default(), &|| true).unwrap_err();
     assert!(err.is::<voice_whisper::Cancelled>());
 }
+
+/// The utterance-sized encoder window (`EncoderWindow::fit`, what voice-stt's streams use) on
+/// every real-speech utterance of up to 4 s here (2 LibriVox sentences, the 5 spoken card
+/// names): no more word errors than Whisper's 30 s window, and kept (not fallen back) on most.
+#[test]
+fn fitted_window_holds_wer_on_short_real_speech() {
+    use voice_whisper::EncoderWindow;
+    let m = WhisperModel::load("whisper-tiny.en", &model_dir("whisper-tiny.en"), &Device::Cpu).unwrap();
+    let jfk = model_dir("jfk-sample").join("jfk.wav");
+    let mut set = eval::standard_set(&jfk).unwrap();
+    set.extend(eval::cards_set().expect("pocketsphinx-testdata's cards"));
+    let (mut full_errors, mut fit_errors, mut kept, mut short) = (0, 0, 0, 0);
+    let mut lines = Vec::new();
+    for u in &set {
+        let pcm = voice_runtime::audio::decode_to_rate(&std::fs::read(&u.wav).unwrap(), 16_000, 60.0).unwrap().samples;
+        if pcm.len() > 4 * 16_000 {
+            continue;
+        }
+        short += 1;
+        let full = m.transcribe(&pcm, &TranscribeOptions { window: EncoderWindow::Full, ..Default::default() }, &|| false).unwrap();
+        let fit = m.transcribe(&pcm, &TranscribeOptions { window: EncoderWindow::fit(), ..Default::default() }, &|| false).unwrap();
+        assert_eq!(full.window_seconds, 30.0);
+        kept += usize::from(fit.window_seconds < 30.0);
+        let (e_full, _) = eval::word_errors(&u.reference, &full.text);
+        let (e_fit, _) = eval::word_errors(&u.reference, &fit.text);
+        full_errors += e_full;
+        fit_errors += e_fit;
+        lines.push(format!("{}: 30 s ({e_full} errors) {:?} | {:.1} s ({e_fit} errors) {:?}", u.name, full.text, fit.window_seconds, fit.text));
+    }
+    assert_eq!(short, 7, "utterances of up to 4 s");
+    assert!(fit_errors <= full_errors, "fitted window {fit_errors} errors, 30 s window {full_errors}:\n{}", lines.join("\n"));
+    assert!(kept >= 4, "the fitted window was kept for {kept} of {short}:\n{}", lines.join("\n"));
+}

@@ -11,6 +11,7 @@ pub mod http;
 pub mod livekit;
 pub mod memory;
 pub mod metrics;
+pub mod reply;
 pub mod sentences;
 pub mod token;
 pub mod transport;

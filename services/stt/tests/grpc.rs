@@ -196,3 +196,31 @@ async fn hold_partials_cancels_the_running_partial() {
         }
     }
 }
+
+/// `--stream-window fit` (the default): a short utterance's final is made on an encoder window
+/// of its own length plus 1.5 s, and says so; 11 s of JFK is past the 4 s limit and uses
+/// Whisper's 30 s window. Both transcripts are right.
+#[tokio::test]
+async fn short_utterances_use_a_fitted_encoder_window() {
+    let cards = voice_whisper::eval::cards_set().expect("pocketsphinx-testdata's cards (apt-get install pocketsphinx-testdata)");
+    let card = cards.iter().find(|u| u.name == "005").expect("cards/005.wav");
+    let short = voice_runtime::audio::decode_to_rate(&std::fs::read(&card.wav).unwrap(), 16_000, 60.0).unwrap().samples;
+    let to_s16 = |s: &[f32]| s.iter().flat_map(|x| ((x.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect::<Vec<u8>>();
+    let audio = |s: &[f32]| pb::StreamingRecognizeRequest { request: Some(Req::Audio(pb::AudioChunk { pcm: to_s16(s) })) };
+    let end = || pb::StreamingRecognizeRequest { request: Some(Req::EndOfUtterance(pb::EndOfUtterance::default())) };
+    let cfg = pb::StreamingRecognizeRequest { request: Some(Req::Config(pb::StreamingConfig { sample_rate: 16_000, ..Default::default() })) };
+    let msgs = vec![cfg, audio(&short), end(), audio(&jfk_pcm()), end()];
+    let mut responses = client().await.streaming_recognize(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+    let mut finals = Vec::new();
+    while let Some(r) = responses.next().await {
+        finals.push(r.unwrap());
+    }
+    assert_eq!(finals.len(), 2, "{finals:?}");
+    let seconds = short.len() as f64 / 16_000.0;
+    assert!((finals[0].window_seconds - (seconds + 1.5)).abs() < 0.05, "{seconds:.2} s of audio, window {} s", finals[0].window_seconds);
+    // "eight of spades four of clubs seven of hearts": tiny.en hears "close" for "clubs" on either window.
+    let (errors, words) = voice_whisper::eval::word_errors(&card.reference, &finals[0].text);
+    assert!(errors <= 1, "{errors}/{words} errors: {}", finals[0].text);
+    assert_eq!(finals[1].window_seconds, 30.0);
+    assert_jfk(&finals[1].text);
+}
