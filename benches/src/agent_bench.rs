@@ -30,7 +30,6 @@ use voice_agent::{
 };
 use voice_testkit::Service;
 
-
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value_t = 20)]
@@ -275,7 +274,10 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
     }
     let sum = |k: &str| reports.iter().filter_map(|r| r[k].as_u64()).sum::<u64>();
     let (errors, words) = (sum("user_word_errors"), sum("user_words"));
-    println!("WER of the final transcripts against the questions asked: {:.2} % ({errors}/{words} words)", 100.0 * errors as f64 / words.max(1) as f64);
+    println!(
+        "WER of the final transcripts against the questions asked: {:.2} % ({errors}/{words} words)",
+        100.0 * errors as f64 / words.max(1) as f64
+    );
     summary.insert("stt_final_wer".into(), json!({"errors": errors, "words": words}));
     let (prompt, cached) = (sum("llm_prompt_tokens"), sum("llm_cached_tokens"));
     println!("LLM prompt tokens: {prompt}, {cached} from the prefix cache ({:.0} %)", 100.0 * cached as f64 / prompt.max(1) as f64);
@@ -289,7 +291,10 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
         // Which encoder window voice-stt's transcriptions (partials and finals) ran on.
         let text = client.get(format!("{stt_http}/metrics")).send().await?.text().await?;
         let count = |name: &str| {
-            text.lines().find(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(name))).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?")
+            text.lines()
+                .find(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(name)))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?")
         };
         let (fitted, full) = (count("encoder_windows_fitted_total"), count("encoder_windows_full_total"));
         println!("voice-stt transcriptions (partials and finals): {fitted} on a fitted encoder window, {full} on the 30 s window");

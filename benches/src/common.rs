@@ -28,7 +28,7 @@ pub const AGENT_QUESTIONS: [&str; 10] = [
 
 /// The voice agent-bench speaks question `i` in.
 pub fn agent_question_voice(i: usize) -> &'static str {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "am_adam"
     } else {
         "bf_emma"

@@ -152,8 +152,7 @@ fn main() -> Result<()> {
         for run in 0..args.runs.max(1) {
             // Interleaved: every window runs once per round, so drift on a shared machine hits all alike.
             for (w, (_, window)) in windows.iter().enumerate() {
-                let opts =
-                    TranscribeOptions { language: Some("en".into()), window: *window, timestamps: !args.no_timestamps, ..Default::default() };
+                let opts = TranscribeOptions { language: Some("en".into()), window: *window, timestamps: !args.no_timestamps, ..Default::default() };
                 let t = Instant::now();
                 for (u, (_, _, pcm)) in set.iter().enumerate() {
                     let t1 = Instant::now();

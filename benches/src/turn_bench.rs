@@ -237,11 +237,8 @@ fn main() -> Result<()> {
     }
     if args.transcribe {
         let whisper = voice_whisper::WhisperModel::load("whisper-tiny.en", &fetch("whisper-tiny.en")?, &Device::Cpu)?;
-        let opts = voice_whisper::TranscribeOptions {
-            language: Some("en".into()),
-            window: voice_whisper::EncoderWindow::fit(),
-            ..Default::default()
-        };
+        let opts =
+            voice_whisper::TranscribeOptions { language: Some("en".into()), window: voice_whisper::EncoderWindow::fit(), ..Default::default() };
         for (r, (_, a)) in scored.iter_mut().zip(&set) {
             r.transcript = Some(whisper.transcribe(a, &opts, &|| false)?.text);
         }

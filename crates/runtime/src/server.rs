@@ -286,6 +286,7 @@ pub async fn serve(ctx: ServiceContext, listeners: Listeners, api: Router, grpc:
 
     let grpc_task = match (grpc, listeners.grpc) {
         (Some(routes), Some(listener)) => {
+            let routes = with_grpc_health(&ctx, routes);
             let token = ctx.shutdown.clone();
             let (metrics, keys, limiter) = (ctx.metrics.clone(), ctx.api_keys.clone(), ctx.rate_limiter.clone());
             let timeout = ctx.args.request_timeout;
@@ -497,10 +498,41 @@ async fn admit_and_run(ctx: ServiceContext, req: Request, next: Next) -> Respons
     response
 }
 
+/// Path prefix of the standard `grpc.health.v1.Health` service.
+const GRPC_HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// How often the gRPC health status follows the service's readiness.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+
+/// The standard gRPC health service added to `routes`: the server's status (service name "",
+/// what Kubernetes' gRPC probes and grpc_health_probe ask by default) is SERVING while the
+/// service is ready (`/readyz` 200), NOT_SERVING while the model loads, after a load failure
+/// and once shutdown begins.
+fn with_grpc_health(ctx: &ServiceContext, routes: tonic::service::Routes) -> tonic::service::Routes {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut last: Option<bool> = None;
+        loop {
+            let ready = ctx.readiness.is_ready();
+            if last != Some(ready) {
+                let status = if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                reporter.set_service_status("", status).await;
+                last = Some(ready);
+            }
+            if ctx.shutdown.is_cancelled() && !ready {
+                break;
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    });
+    routes.add_service(health)
+}
+
 /// In front of every gRPC handler: refuses calls without an accepted bearer key (`authorization`
 /// metadata) with `UNAUTHENTICATED` and calls over the client's rate limit with
 /// `RESOURCE_EXHAUSTED` + `retry-after`, then counts calls by method and status and their latency
-/// to the response head.
+/// to the response head; the health service passes without a key and is not rate limited.
 #[derive(Clone)]
 struct GrpcGate<S> {
     inner: S,
@@ -528,7 +560,12 @@ where
         let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_string();
         let metrics = self.metrics.clone();
         let authorization = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        let refusal = if !self.keys.check(authorization) {
+        // Health checks carry no key and are not rate limited, like /healthz and /readyz:
+        // Kubernetes' gRPC probes and grpc_health_probe cannot send one.
+        let health = req.uri().path().starts_with(GRPC_HEALTH_PREFIX);
+        let refusal = if health {
+            None
+        } else if !self.keys.check(authorization) {
             metrics.rejected.with_label_values(&["unauthorized"]).inc();
             Some(ApiError::unauthorized())
         } else if self.limiter.enabled() {

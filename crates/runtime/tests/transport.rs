@@ -1,7 +1,8 @@
 //! The server bootstrap's defences on real sockets: TLS on both ports (reqwest and tonic clients
 //! trusting a throw-away CA), slow-loris and idle connections cut at the header deadline while
 //! other clients are served, the per-client rate limit (HTTP 429 + Retry-After, gRPC
-//! RESOURCE_EXHAUSTED), and the connection cap.
+//! RESOURCE_EXHAUSTED), the connection cap, and the standard gRPC health service every server
+//! gets (NOT_SERVING until ready, then SERVING; open without an API key, like /readyz).
 
 use std::{
     io::{Read, Write},
@@ -12,7 +13,27 @@ use std::{
 
 use axum::{routing::get, Router};
 use clap::Parser;
+use voice_proto::agent::v1::{
+    agent_client::AgentClient, agent_server::Agent, agent_server::AgentServer, DispatchRequest, DispatchResponse, ListConversationsRequest,
+    ListConversationsResponse,
+};
 use voice_runtime::{cli, Listeners, ServiceContext, ServiceSpec};
+
+/// The gRPC API behind the runtime's gate in these tests (the agent's, with nothing behind it).
+struct NoAgent;
+
+#[tonic::async_trait]
+impl Agent for NoAgent {
+    async fn dispatch(&self, _: tonic::Request<DispatchRequest>) -> Result<tonic::Response<DispatchResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn list_conversations(
+        &self,
+        _: tonic::Request<ListConversationsRequest>,
+    ) -> Result<tonic::Response<ListConversationsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ListConversationsResponse { conversations: vec![] }))
+    }
+}
 
 #[derive(Parser)]
 struct Args {
@@ -45,18 +66,25 @@ impl Drop for Running {
     }
 }
 
-/// Start the runtime's server with one route (`/v1/ping`) and gRPC health, on free ports.
+/// Start the runtime's server with one route (`/v1/ping`) and one gRPC API, on free ports;
+/// the service is ready at once.
 async fn start(flags: &[&str]) -> Running {
+    let s = start_loading(flags).await;
+    s.ctx.set_ready("none");
+    s
+}
+
+/// Like [`start`], but the service is not ready (its model "loads") until the caller says so.
+async fn start_loading(flags: &[&str]) -> Running {
     let mut argv = vec!["voice-transport-test", "--log-format", "text"];
     argv.extend_from_slice(flags);
     let args: Args = cli::parse_from(&spec(), argv).expect("flags parse");
     let ctx = ServiceContext::new(spec(), args.service.clone()).expect("context");
     let listeners = Listeners::bind(&args.service, true).await.unwrap();
     let (http, grpc) = (listeners.http_addr(), listeners.grpc_addr().unwrap());
-    let (_reporter, health) = tonic_health::server::health_reporter();
     let api = Router::new().route("/v1/ping", get(|| async { "pong" }));
     let c = ctx.clone();
-    tokio::spawn(async move { voice_runtime::serve(c, listeners, api, Some(tonic::service::Routes::new(health))).await });
+    tokio::spawn(async move { voice_runtime::serve(c, listeners, api, Some(tonic::service::Routes::new(AgentServer::new(NoAgent)))).await });
     Running { http, grpc, ctx }
 }
 
@@ -111,9 +139,8 @@ async fn tls_on_both_ports_and_plaintext_refused() {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let mut api = AgentClient::new(channel);
+    assert!(api.list_conversations(ListConversationsRequest {}).await.unwrap().into_inner().conversations.is_empty());
 
     // A cert without its key (or a wrong file) stops start-up with a message naming the flag.
     let args: Args = cli::parse_from(&spec(), ["x", "--tls-cert", &c, "--tls-key", &c]).unwrap();
@@ -218,12 +245,12 @@ async fn per_client_rate_limit_on_http_and_grpc() {
 
     // gRPC shares the limiter: k-two's bucket is full again (3), the fourth call is refused.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc)).unwrap().connect().await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut api = AgentClient::new(channel.clone());
     let mut statuses = vec![];
     for _ in 0..4 {
-        let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+        let mut req = tonic::Request::new(ListConversationsRequest {});
         req.metadata_mut().insert("authorization", "Bearer k-two".parse().unwrap());
-        statuses.push(match health.check(req).await {
+        statuses.push(match api.list_conversations(req).await {
             Ok(_) => tonic::Code::Ok,
             Err(st) => {
                 assert!(st.metadata().get("retry-after").is_some(), "no retry-after on {st:?}");
@@ -232,6 +259,17 @@ async fn per_client_rate_limit_on_http_and_grpc() {
         });
     }
     assert_eq!(statuses, [tonic::Code::Ok, tonic::Code::Ok, tonic::Code::Ok, tonic::Code::ResourceExhausted]);
+    // Without a key the API is refused; the health service answers (probes carry no key) and
+    // is not rate limited.
+    let e = api.list_conversations(ListConversationsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    // (start() made the service ready; the health service follows within its 200 ms poll.)
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..5 {
+        let reply = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    }
     let m = reqwest::get(format!("http://{}/metrics", s.http)).await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "voice_transport_test_rejected_requests_total{reason=\"rate_limited\"}"), 2.0, "{m}");
 }
@@ -251,4 +289,26 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let waited = t0.elapsed();
     eprintln!("second connection served after {waited:?}");
     assert!(waited >= Duration::from_millis(600), "the second connection did not wait for the slot ({waited:?})");
+}
+
+/// The health service follows readiness: NOT_SERVING while the model loads, SERVING once ready
+/// (within its 200 ms poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_readiness() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let s = start_loading(&[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc)).unwrap().connect().await.unwrap();
+    let health = HealthClient::new(channel);
+    let status = || {
+        let mut h = health.clone();
+        async move { h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status().await, ServingStatus::NotServing as i32, "serving before the model is ready");
+    s.ctx.set_ready("none");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while status().await != ServingStatus::Serving as i32 {
+        assert!(Instant::now() < deadline, "not SERVING 3 s after ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -206,7 +206,16 @@ pub fn decode_window(
     }
     let text = tok.decode_text(&sampled)?;
     let avg_logprob = sum_logprob / (sampled.len() + 1) as f64;
-    Ok(WindowResult { compression_ratio: compression_ratio(&text), tokens: sampled, text, avg_logprob, no_speech_prob, temperature, ended, min_text_logprob })
+    Ok(WindowResult {
+        compression_ratio: compression_ratio(&text),
+        tokens: sampled,
+        text,
+        avg_logprob,
+        no_speech_prob,
+        temperature,
+        ended,
+        min_text_logprob,
+    })
 }
 
 /// Which of Whisper's logit rules apply at this step (decided from the tokens sampled so far).

@@ -26,8 +26,26 @@ pub fn normalize(text: &str) -> String {
 /// "8" -> "eight", "42" -> "forty two"; None for anything else.
 fn number_in_words(word: &str) -> Option<String> {
     const ONES: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen",
-        "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
     ];
     const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
     if word.is_empty() || word.len() > 2 || !word.bytes().all(|b| b.is_ascii_digit()) {
@@ -36,7 +54,7 @@ fn number_in_words(word: &str) -> Option<String> {
     let n: usize = word.parse().ok()?;
     Some(match n {
         0..=19 => ONES[n].to_string(),
-        _ if n % 10 == 0 => TENS[n / 10].to_string(),
+        _ if n.is_multiple_of(10) => TENS[n / 10].to_string(),
         _ => format!("{} {}", TENS[n / 10], ONES[n % 10]),
     })
 }

@@ -438,7 +438,16 @@ mod tests {
     use super::*;
 
     fn result(tokens: &[u32], ended: bool) -> WindowResult {
-        WindowResult { tokens: tokens.to_vec(), text: String::new(), avg_logprob: -0.2, no_speech_prob: 0.0, temperature: 0.0, compression_ratio: 1.0, ended, min_text_logprob: -0.5 }
+        WindowResult {
+            tokens: tokens.to_vec(),
+            text: String::new(),
+            avg_logprob: -0.2,
+            no_speech_prob: 0.0,
+            temperature: 0.0,
+            compression_ratio: 1.0,
+            ended,
+            min_text_logprob: -0.5,
+        }
     }
 
     #[test]

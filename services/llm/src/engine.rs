@@ -103,6 +103,8 @@ pub struct LlmEngine {
     pub model_id: String,
     pub engine: Engine,
     pub default_max_tokens: usize,
+    /// Put first in chat requests that have no system message (`--default-system-prompt`).
+    pub default_system_prompt: Option<String>,
     pub loaded_at: Instant,
 }
 

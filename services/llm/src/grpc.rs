@@ -51,7 +51,7 @@ impl TextGeneration for LlmGrpc {
         } else {
             let msgs: Vec<InMessage> =
                 r.messages.into_iter().map(|m| InMessage { role: m.role, content: Some(ContentField::Text(m.content)) }).collect();
-            let msgs = chat_messages(&msgs)?;
+            let msgs = chat_messages(&msgs, engine.default_system_prompt.as_deref())?;
             if r.prefill_only {
                 Prompt::ChatPrefix(msgs)
             } else {

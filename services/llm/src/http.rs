@@ -121,7 +121,7 @@ async fn chat_inner(st: AppState, body: Bytes) -> Result<Response, ApiError> {
     engine.check_model(req.model.as_deref())?;
     let explicit = req.sampling.max_tokens.is_some() || req.sampling.max_completion_tokens.is_some();
     let params = sampling_params(&req.sampling, engine.default_max_tokens)?;
-    let messages = chat_messages(&req.messages)?;
+    let messages = chat_messages(&req.messages, engine.default_system_prompt.as_deref())?;
     let tokens = engine.prompt_tokens(Prompt::Chat(messages)).await?;
     let handle = engine.submit(tokens, params, explicit)?;
     let meta = Meta {

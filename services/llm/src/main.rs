@@ -53,6 +53,13 @@ pub struct LlmArgs {
     #[arg(long, default_value_t = 512)]
     pub default_max_tokens: usize,
 
+    /// System message put first when a chat request has none (Ollama's Modelfile `SYSTEM`).
+    /// Some chat templates bring their own otherwise: SmolLM2's ("You are a helpful AI assistant
+    /// named SmolLM, trained by Hugging Face") answers a bare "What is the capital of France?"
+    /// with a French poem. Empty: the template's own behaviour.
+    #[arg(long, default_value = DEFAULT_SYSTEM_PROMPT)]
+    pub default_system_prompt: String,
+
     /// Prompt tokens fed per scheduler turn, so long prompts do not stall other streams.
     #[arg(long, default_value_t = 256)]
     pub prefill_chunk: usize,
@@ -69,6 +76,9 @@ pub struct LlmArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub cpu_nice: i32,
 }
+
+/// What `--default-system-prompt` puts first when a chat request has no system message.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. Answer the user's question directly and factually.";
 
 #[derive(Clone)]
 pub struct AppState {
@@ -114,6 +124,7 @@ fn load_engine(state: &AppState) -> Result<engine::LlmEngine> {
         model_id: id,
         engine: Engine::start(Arc::new(model), cfg, Some(metrics)),
         default_max_tokens: args.default_max_tokens.max(1),
+        default_system_prompt: Some(args.default_system_prompt.trim().to_string()).filter(|p| !p.is_empty()),
         loaded_at: Instant::now(),
     })
 }

@@ -159,11 +159,20 @@ pub fn sampling_params(s: &Sampling, default_max_tokens: usize) -> Result<Sampli
     })
 }
 
-/// Chat messages with roles checked and content flattened to text.
-pub fn chat_messages(msgs: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+/// Chat messages with roles checked and content flattened to text; `default_system` goes first
+/// when no message is a system (or developer) message.
+pub fn chat_messages(msgs: &[InMessage], default_system: Option<&str>) -> Result<Vec<ChatMessage>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::bad_request("messages must contain at least one message").with_param("messages"));
     }
+    let mut out = checked_messages(msgs)?;
+    if let Some(system) = default_system.filter(|_| !out.iter().any(|m| m.role == "system")) {
+        out.insert(0, ChatMessage { role: "system".into(), content: system.to_string() });
+    }
+    Ok(out)
+}
+
+fn checked_messages(msgs: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {

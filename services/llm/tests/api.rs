@@ -47,6 +47,29 @@ fn greedy_answer_knows_paris() {
     );
 }
 
+/// A chat with no system message gets `--default-system-prompt` first: the plain question, as
+/// OpenAI clients send it, answers "Paris". With the flag empty the GGUF template's own default
+/// (SmolLM's) applies and this model answers with a French poem instead.
+#[test]
+fn chat_without_a_system_message_gets_the_default_one() {
+    let answer = |base: &str| {
+        let v = ok_json(&post_json(base, "/v1/chat/completions", &chat_body("What is the capital of France?", 30, false)));
+        v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+    };
+    let text = answer(base());
+    assert!(text.contains("Paris"), "{text}");
+    let plain = start(&["--model", MODEL, "--default-system-prompt", ""], &[]);
+    let text = answer(&plain.http);
+    assert!(!text.contains("Paris"), "without the default system prompt: {text}");
+    // A client's own system message is kept alone: the same prompt on both servers.
+    let prompt_tokens = |base: &str, messages: serde_json::Value| {
+        let v = ok_json(&post_json(base, "/v1/chat/completions", &json!({"model": MODEL, "max_tokens": 1, "messages": messages})));
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let own = json!([{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hello"}]);
+    assert_eq!(prompt_tokens(base(), own.clone()), prompt_tokens(&plain.http, own));
+}
+
 #[test]
 fn chat_stream_and_non_stream_agree() {
     for (q, extra) in [("What is the capital of France?", json!({})), ("Write a haiku about rain.", json!({"temperature": 0.8, "seed": 7}))] {

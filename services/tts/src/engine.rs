@@ -138,7 +138,7 @@ impl TtsEngine {
         if !(speed.is_finite() && (MIN_SPEED..=MAX_SPEED).contains(&speed)) {
             return Err(ApiError::bad_request(format!("`speed` must be between {MIN_SPEED} and {MAX_SPEED}")).with_param("speed"));
         }
-        let spec = voice.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(&self.default_voice);
+        let spec = crate::voice_names::kokoro_voice(voice.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(&self.default_voice));
         let pack = self.voices.resolve(spec).map_err(|e| match e {
             VoiceError::Unknown(v) => {
                 ApiError::bad_request(format!("unknown voice `{v}`; GET /v1/audio/voices lists the {} voices", self.voices.len()))

@@ -153,7 +153,9 @@ fn voices_json(e: &TtsEngine) -> Value {
             json!({"id": id, "language": voice_language(id), "gender": gender})
         })
         .collect();
-    json!({"object": "list", "default_voice": e.default_voice, "voices": voices})
+    // OpenAI's names and the Kokoro voice each one speaks with (README, "voice-tts API").
+    let aliases: serde_json::Map<String, Value> = crate::voice_names::OPENAI_VOICES.iter().map(|(name, id)| (name.to_string(), json!(id))).collect();
+    json!({"object": "list", "default_voice": e.default_voice, "voices": voices, "openai_voices": aliases})
 }
 
 async fn list_voices(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -7,6 +7,7 @@
 mod engine;
 mod grpc;
 mod http;
+mod voice_names;
 
 use std::sync::{Arc, OnceLock};
 

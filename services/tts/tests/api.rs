@@ -94,6 +94,10 @@ fn blends_and_british_voices() {
     assert!(blend != a && blend != m, "a blend must differ from both voices");
     let gb = get("bf_emma");
     assert!(rms(&gb) > 0.01);
+    // OpenAI's voice names speak with the Kokoro voice they map to (any case).
+    assert_eq!(get("alloy"), get("af_alloy"));
+    assert_eq!(get("Fable"), get("bm_fable"));
+    assert_eq!(get("ash"), m);
 }
 
 #[test]
@@ -165,6 +169,11 @@ fn voices_and_models() {
     assert_eq!(voices.len(), 54);
     assert_eq!(v["default_voice"], "af_heart");
     assert!(voices.iter().any(|x| x["id"] == "bm_george" && x["language"] == "en-gb" && x["gender"] == "male"));
+    let names = v["openai_voices"].as_object().unwrap();
+    assert_eq!(names["alloy"], "af_alloy");
+    assert_eq!(names.len(), 13);
+    // Every alias names a voice that exists.
+    assert!(names.values().all(|id| voices.iter().any(|x| &x["id"] == id)), "{names:?}");
     let m: Value = client().get(format!("{}/v1/models", server().http)).send().unwrap().json().unwrap();
     assert_eq!(m["data"][0]["id"], "kokoro-82m");
     let r = client().get(format!("{}/v1/models/nope", server().http)).send().unwrap();
