@@ -65,6 +65,11 @@ struct Args {
     /// 0: only at the end of the turn).
     #[arg(long, default_value_t = 96)]
     final_candidate_ms: u64,
+    /// Two real recordings (JFK, a LibriVox sentence) join the ten Kokoro questions as
+    /// statements. Off by default: a turn ended inside a sentence (Smart Turn ends JFK's at
+    /// its first pause) is not yet accounted for per turn (benches/README.md).
+    #[arg(long)]
+    with_recordings: bool,
     /// voice-stt's --stream-window: `fit` (utterance-sized encoder window) or `full` (30 s).
     #[arg(long, default_value = "fit")]
     stt_window: String,
@@ -148,9 +153,10 @@ fn main() -> Result<()> {
 }
 
 async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, stt_http: String) -> Result<()> {
-    // The questions, spoken once.
+    // The questions, spoken once, then (--with-recordings) real speech: (audio, what was said).
     let client = reqwest::Client::new();
     let mut speech = Vec::new();
+    let mut said: Vec<String> = AGENT_QUESTIONS.iter().map(|q| q.to_string()).collect();
     for (i, q) in AGENT_QUESTIONS.iter().enumerate() {
         let voice = agent_question_voice(i);
         let r =
@@ -161,6 +167,15 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
         let pcm = voice_runtime::audio::s16le_to_f32(&r.bytes().await?);
         let pcm16 = voice_runtime::audio::resample(&pcm, 24_000, 16_000)?;
         speech.push(pcm16.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16).collect::<Vec<i16>>());
+    }
+    if a.with_recordings {
+        let jfk = voice_models::Fetcher::new(None).resolve("jfk-sample", true, &[]).context("jfk-sample")?.dir.join("jfk.wav");
+        let librivox = voice_whisper::eval::standard_set(&jfk)?.into_iter().find(|u| u.name.ends_with("0920")).context("LibriVox 0920")?;
+        for (wav, text) in [(jfk, voice_whisper::eval::JFK_REFERENCE.to_string()), (librivox.wav, librivox.reference)] {
+            let pcm = voice_runtime::audio::decode_to_rate(&std::fs::read(&wav)?, 16_000, 60.0)?.samples;
+            speech.push(pcm.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16).collect::<Vec<i16>>());
+            said.push(text);
+        }
     }
 
     let settings = ReplySettings {
@@ -236,7 +251,7 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
                         .next()
                         .unwrap_or_default();
                     let mut m = m.clone();
-                    let (errors, words) = voice_whisper::eval::word_errors(AGENT_QUESTIONS[turn % AGENT_QUESTIONS.len()], &user);
+                    let (errors, words) = voice_whisper::eval::word_errors(&said[turn % said.len()], &user);
                     m["user_word_errors"] = json!(errors);
                     m["user_words"] = json!(words);
                     m["user"] = json!(user);

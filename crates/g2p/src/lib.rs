@@ -36,6 +36,7 @@ use std::path::Path;
 
 pub use chunk::Chunk;
 pub use normalize::normalize;
+pub use numbers::cardinal;
 pub use sentences::split_sentences;
 pub use vocab::Vocab;
 

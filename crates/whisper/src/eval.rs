@@ -23,40 +23,13 @@ pub fn normalize(text: &str) -> String {
     out.split_whitespace().map(|w| number_in_words(w).unwrap_or_else(|| w.to_string())).collect::<Vec<_>>().join(" ")
 }
 
-/// "8" -> "eight", "42" -> "forty two"; None for anything else.
+/// "8" -> "eight", "42" -> "forty two" (voice-g2p's cardinal, the one number reader); None for
+/// anything else.
 fn number_in_words(word: &str) -> Option<String> {
-    const ONES: [&str; 20] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ];
-    const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
     if word.is_empty() || word.len() > 2 || !word.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let n: usize = word.parse().ok()?;
-    Some(match n {
-        0..=19 => ONES[n].to_string(),
-        _ if n.is_multiple_of(10) => TENS[n / 10].to_string(),
-        _ => format!("{} {}", TENS[n / 10], ONES[n % 10]),
-    })
+    Some(voice_g2p::cardinal(word.parse().ok()?).replace('-', " "))
 }
 
 /// Word-level edit distance between normalised texts: (errors, reference words).
