@@ -173,7 +173,7 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
         let librivox = voice_whisper::eval::standard_set(&jfk)?.into_iter().find(|u| u.name.ends_with("0920")).context("LibriVox 0920")?;
         for (wav, text) in [(jfk, voice_whisper::eval::JFK_REFERENCE.to_string()), (librivox.wav, librivox.reference)] {
             let pcm = voice_runtime::audio::decode_to_rate(&std::fs::read(&wav)?, 16_000, 60.0)?.samples;
-            speech.push(pcm.iter().map(|&v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16).collect::<Vec<i16>>());
+            speech.push(pcm.iter().map(|&v| voice_runtime::audio::f32_to_s16(v)).collect::<Vec<i16>>());
             said.push(text);
         }
     }
@@ -304,14 +304,11 @@ async fn run(a: &Args, stt: String, llm: String, tts: String, tts_http: String, 
     summary.insert("playout_gaps".into(), json!({"count": gaps.get_sample_count(), "total_ms": gaps.get_sample_sum() * 1e3}));
     if !stt_http.is_empty() {
         // Which encoder window voice-stt's transcriptions (partials and finals) ran on.
-        let text = client.get(format!("{stt_http}/metrics")).send().await?.text().await?;
-        let count = |name: &str| {
-            text.lines()
-                .find(|l| l.split_whitespace().next().is_some_and(|n| n.ends_with(name)))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("?")
-        };
-        let (fitted, full) = (count("encoder_windows_fitted_total"), count("encoder_windows_full_total"));
+        let (fitted, full) = tokio::task::spawn_blocking(move || {
+            let count = |name| voice_testkit::metric(&stt_http, name, "");
+            (count("voice_stt_encoder_windows_fitted_total"), count("voice_stt_encoder_windows_full_total"))
+        })
+        .await?;
         println!("voice-stt transcriptions (partials and finals): {fitted} on a fitted encoder window, {full} on the 30 s window");
         summary.insert("stt_windows".into(), json!({"fitted": fitted, "full": full}));
     }

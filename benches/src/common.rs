@@ -66,6 +66,20 @@ impl Speaker {
     }
 }
 
+/// RMS of 10 ms windows of 16 kHz audio.
+pub fn window_rms(a: &[f32]) -> Vec<f32> {
+    a.chunks(160).map(|w| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()).collect()
+}
+
+/// 16 kHz audio up to its last 10 ms window louder than 5 % of the loudest: the speech without
+/// its trailing quiet.
+pub fn trim_end(a: &[f32]) -> &[f32] {
+    let rms = window_rms(a);
+    let peak = rms.iter().fold(0f32, |m, &v| m.max(v));
+    let last = rms.iter().rposition(|&v| v > 0.05 * peak).map_or(0, |i| i + 1);
+    &a[..(last * 160).min(a.len())]
+}
+
 /// The median (upper middle for an even count) of a non-empty sample.
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

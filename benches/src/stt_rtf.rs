@@ -12,7 +12,7 @@
 
 #[path = "common.rs"]
 mod common;
-use common::{agent_question_voice, rss_mb, Speaker, AGENT_QUESTIONS};
+use common::{agent_question_voice, rss_mb, trim_end, Speaker, AGENT_QUESTIONS};
 
 use std::time::Instant;
 
@@ -128,10 +128,8 @@ fn main() -> Result<()> {
     let mut set = load_sets(&args.sets)?;
     if let Some(ms) = args.trailing_ms {
         for (_, _, a) in &mut set {
-            let rms: Vec<f32> = a.chunks(160).map(|w| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()).collect();
-            let peak = rms.iter().fold(0f32, |m, &v| m.max(v));
-            let last = rms.iter().rposition(|&v| v > 0.05 * peak).map_or(0, |i| i + 1);
-            a.truncate((last * 160).min(a.len()));
+            let speech = trim_end(a).len();
+            a.truncate(speech);
             a.resize(a.len() + ms * 16, 0.0);
         }
     }
@@ -172,7 +170,7 @@ fn main() -> Result<()> {
                 let (e, n) = eval::word_errors(reference, &tr.text);
                 errors += e;
                 words += n;
-                kept += usize::from(tr.window_seconds < 30.0);
+                kept += usize::from(tr.fitted_window());
                 if args.verbose || e > 0 {
                     println!(
                         "  [{id} {label}] {name} ({:.2} s, window {:.1} s, temperatures {:?}, {:.0} ms, {e} errors): {}",

@@ -22,7 +22,7 @@
 
 #[path = "common.rs"]
 mod common;
-use common::Speaker;
+use common::{trim_end, window_rms, Speaker};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -117,19 +117,6 @@ fn fetch(id: &str) -> Result<PathBuf> {
 fn wav16k(path: &Path) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(voice_runtime::audio::decode_to_rate(&bytes, SR as u32, 120.0)?.samples)
-}
-
-/// RMS of 10 ms windows.
-fn window_rms(a: &[f32]) -> Vec<f32> {
-    a.chunks(SR / 100).map(|w| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt()).collect()
-}
-
-/// The audio up to the last 10 ms window louder than `floor` of the loudest.
-fn trim_end(a: &[f32]) -> &[f32] {
-    let rms = window_rms(a);
-    let peak = rms.iter().fold(0f32, |m, &v| m.max(v));
-    let last = rms.iter().rposition(|&v| v > 0.05 * peak).map_or(0, |i| i + 1);
-    &a[..(last * SR / 100).min(a.len())]
 }
 
 /// Cut points inside a sentence: the starts of its longest quiet stretches (>= 60 ms below 5 %

@@ -137,6 +137,13 @@ pub struct Transcript {
     pub window_seconds: f64,
 }
 
+impl Transcript {
+    /// Made on a fitted encoder window ([`EncoderWindow::Fit`]), not on Whisper's 30 s one.
+    pub fn fitted_window(&self) -> bool {
+        self.window_seconds < seconds_of(N_FRAMES)
+    }
+}
+
 impl WhisperModel {
     /// Transcribe 16 kHz mono samples.
     pub fn transcribe(&self, samples: &[f32], opts: &TranscribeOptions, cancel: Cancel) -> Result<Transcript> {
@@ -183,7 +190,7 @@ impl WhisperModel {
                 let frames = (content_frames + pad).next_multiple_of(INPUT_STRIDE).min(N_FRAMES);
                 if frames < N_FRAMES {
                     let features = self.model.encoder.forward(&window(0, content_frames, frames)?, cancel)?;
-                    let content_seconds = (content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+                    let content_seconds = seconds_of(content_frames);
                     // A pass that loops is cut at the guard's token budget (+ timestamps) instead
                     // of running to the decoder's limit: a rejected try costs little.
                     let budget = FIT_GUARDS.max_text_tokens(content_seconds);
@@ -194,7 +201,7 @@ impl WhisperModel {
                         seed: opts.seed,
                     };
                     let r = decode_window(&self.model, tok, &self.masks, &features, &all_tokens, &sot_sequence, &dopts, 0.0, cancel)?;
-                    let window_seconds = (frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+                    let window_seconds = seconds_of(frames);
                     match FIT_GUARDS.failed(&r, tok.eot, content_seconds) {
                         None => {
                             let mut segments = Vec::new();
@@ -214,9 +221,9 @@ impl WhisperModel {
             if cancel() {
                 return Err(Cancelled.into());
             }
-            let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+            let time_offset = seconds_of(seek);
             let segment_size = (content_frames - seek).min(N_FRAMES);
-            let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+            let segment_duration = seconds_of(segment_size);
             let features = match (seek, first_features.take()) {
                 (0, Some(f)) => f,
                 _ => self.model.encoder.forward(&window(seek, segment_size, N_FRAMES)?, cancel)?,
@@ -254,7 +261,7 @@ impl WhisperModel {
                 prompt_reset_since = all_tokens.len();
             }
         }
-        Ok(finish(segments, language, duration, (N_FRAMES * HOP_LENGTH) as f64 / SAMPLE_RATE as f64))
+        Ok(finish(segments, language, duration, seconds_of(N_FRAMES)))
     }
 
     /// Language code and probability from the first window's encoder output.
@@ -381,6 +388,11 @@ impl WhisperModel {
             Ok(segment_size)
         }
     }
+}
+
+/// Seconds of audio in `frames` log-mel frames.
+fn seconds_of(frames: usize) -> f64 {
+    (frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64
 }
 
 /// Drop empty segments, number them and join their text.

@@ -140,7 +140,7 @@ impl SttEngine {
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(t) => {
-                if t.window_seconds < 30.0 {
+                if t.fitted_window() {
                     self.metrics.windows_fitted.inc();
                 } else {
                     self.metrics.windows_full.inc();
